@@ -1,0 +1,369 @@
+"""Typed configuration: one `MethodConfig` describes a whole method.
+
+A method is data: encoding + network + preconditioning + optimizer + schedule + training +
+extraction, each a small pydantic model with a `type` tag where there are alternatives (as
+tiny-cuda-nn describes an encoding by a dict). The API publishes `MethodConfig.model_json_schema()`,
+the worker stores the resolved JSON beside the results, and the CLI reads the same JSON with
+`--config`. Builders (`nfcore.encodings.build_encoding`, `nfcore.networks.build_network`, ...)
+map a config to a module; nothing else inspects strings.
+
+Coordinates: every field is queried in the training cube [-1, 1]^d. Stochastic preconditioning
+scales are stated in the unit cube [0, 1]^d, as in the release code of Ling et al. 2025
+(so sigma = 0.02 there is 0.04 in [-1, 1]).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Model(BaseModel):
+    """Base: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Encodings
+
+
+class IdentityEncodingConfig(_Model):
+    """Raw coordinates, no encoding."""
+
+    type: Literal["identity"] = "identity"
+
+
+class FourierEncodingConfig(_Model):
+    """NeRF-style positional encoding: sin(f x), sin(f x + pi/2) for f = 2^0 .. 2^(L-1)."""
+
+    type: Literal["fourier"] = "fourier"
+    n_frequencies: int = Field(12, ge=1, le=24)
+    """Number of octaves L (release code of Ling et al.: 12)."""
+    include_pi: bool = False
+    """Multiply frequencies by pi (the ReLU+PE of Chng et al. does; Ling et al. do not)."""
+    include_input: bool = False
+    """Concatenate the raw coordinates to the features."""
+
+
+class HashGridEncodingConfig(_Model):
+    """Multiresolution hash grid (Instant-NGP), same layout as tiny-cuda-nn's HashGrid."""
+
+    type: Literal["hashgrid"] = "hashgrid"
+    n_levels: int = Field(16, ge=1, le=32)
+    n_features_per_level: Literal[1, 2, 4, 8] = 2
+    log2_hashmap_size: int = Field(19, ge=8, le=24)
+    base_resolution: int = Field(16, ge=2, le=1024)
+    per_level_scale: float | None = Field(None, gt=1.0, le=4.0)
+    """Growth factor between levels; None derives it from `finest_resolution`."""
+    finest_resolution: int = Field(2048, ge=4)
+    """Resolution of the finest level, used when `per_level_scale` is None."""
+    backend: Literal["auto", "torch", "tcnn"] = "auto"
+    """`auto` uses tinycudann on CUDA when importable, else the pure PyTorch grid."""
+    init_scale: float = Field(1e-4, gt=0)
+    """Table entries start as U(-init_scale, init_scale), as tiny-cuda-nn does."""
+
+    def resolved_per_level_scale(self) -> float:
+        """Per-level growth factor b with base * b^(L-1) = finest."""
+        if self.per_level_scale is not None:
+            return self.per_level_scale
+        if self.n_levels == 1:
+            return 1.0 + 1e-6
+        return math.exp(math.log(self.finest_resolution / self.base_resolution) / (self.n_levels - 1))
+
+
+class TriplaneEncodingConfig(_Model):
+    """Three axis-aligned feature planes, bilinearly sampled and summed or concatenated."""
+
+    type: Literal["triplane"] = "triplane"
+    resolution: int = Field(128, ge=4, le=2048)
+    n_features: int = Field(16, ge=1, le=128)
+    reduce: Literal["concat", "sum", "product"] = "concat"
+    init_scale: float = Field(0.1, gt=0)
+    """Planes start as N(0, init_scale^2)."""
+
+
+EncodingConfig = Annotated[
+    Union[IdentityEncodingConfig, FourierEncodingConfig, HashGridEncodingConfig, TriplaneEncodingConfig],
+    Field(discriminator="type"),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Networks
+
+
+class MLPNetworkConfig(_Model):
+    """Fully connected network with ReLU or softplus; geometric init for SDFs (SAL/IGR)."""
+
+    type: Literal["mlp"] = "mlp"
+    hidden_features: int = Field(64, ge=1, le=4096)
+    hidden_layers: int = Field(2, ge=1, le=16)
+    activation: Literal["relu", "softplus"] = "softplus"
+    softplus_beta: float = Field(100.0, gt=0)
+    geometric_init: bool = True
+    """Initialise the output as the SDF of a sphere (only meaningful for SDF tasks)."""
+    geometric_init_radius: float = Field(0.5, gt=0)
+    skip_layers: list[int] = Field(default_factory=list)
+    """Hidden layer indices that get the input concatenated again (divided by sqrt 2)."""
+    weight_norm: bool = False
+
+
+class SirenNetworkConfig(_Model):
+    """SIREN: sin(omega_0 (W x + b)) with Sitzmann et al.'s initialisation."""
+
+    type: Literal["siren"] = "siren"
+    hidden_features: int = Field(256, ge=1, le=4096)
+    hidden_layers: int = Field(3, ge=1, le=16)
+    omega_0: float = Field(30.0, gt=0)
+    first_omega_0: float = Field(30.0, gt=0)
+
+
+class FinerNetworkConfig(_Model):
+    """FINER: sin(omega_0 (|z| + 1) z), z = W x + b; scale detached as in the release code."""
+
+    type: Literal["finer"] = "finer"
+    hidden_features: int = Field(256, ge=1, le=4096)
+    hidden_layers: int = Field(3, ge=1, le=16)
+    omega_0: float = Field(30.0, gt=0)
+    first_omega_0: float = Field(30.0, gt=0)
+    first_bias_scale: float | None = None
+    """If set, first-layer bias ~ U(-k, k) (FINER paper); None keeps PyTorch's default."""
+    detach_scale: bool = True
+    """Treat (|z| + 1) as a constant in the backward pass, as the reference code does."""
+
+
+class GaussNetworkConfig(_Model):
+    """Gaussian activation exp(-z^2 / (2 sigma^2)) (Ramasinghe and Lucey)."""
+
+    type: Literal["gauss"] = "gauss"
+    hidden_features: int = Field(256, ge=1, le=4096)
+    hidden_layers: int = Field(3, ge=1, le=16)
+    sigma: float = Field(0.05, gt=0)
+    """0.05 for images, 0.09 for occupancy in Chng et al."""
+
+
+class WireNetworkConfig(_Model):
+    """Real Gabor wavelet (WIRE): cos(omega_0 z_f) exp(-(s_0 z_s)^2) with two linear maps per layer."""
+
+    type: Literal["wire"] = "wire"
+    hidden_features: int = Field(256, ge=1, le=4096)
+    hidden_layers: int = Field(3, ge=1, le=16)
+    omega_0: float = Field(10.0, gt=0)
+    scale: float = Field(10.0, gt=0)
+
+
+NetworkConfig = Annotated[
+    Union[MLPNetworkConfig, SirenNetworkConfig, FinerNetworkConfig, GaussNetworkConfig, WireNetworkConfig],
+    Field(discriminator="type"),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Stochastic preconditioning (Ling et al. 2025)
+
+
+class PreconditionConfig(_Model):
+    """Annealed Gaussian noise on query coordinates during training; never at extraction.
+
+    Schedule (fractions of the training steps): alpha = initial_scale before `start`,
+    initial_scale * g^(-p) between `start` and `end` (p in [0, 1)), then 0 (off).
+    """
+
+    enabled: bool | None = None
+    """None = on for hash grid, Fourier and triplane encodings, off otherwise (as in the paper)."""
+    initial_scale: float = Field(0.02, ge=0, le=0.5)
+    """Noise standard deviation alpha_0 in unit-cube units ([0, 1]); 0.02 is the release default."""
+    start: float = Field(0.25, ge=0, le=1)
+    """Fraction of training at which the decay starts."""
+    end: float = Field(0.25, ge=0, le=1)
+    """Fraction of training after which the noise is off."""
+    decay_factor: float | None = Field(None, gt=1.0)
+    """g in the decay; None = the hash grid's per-level scale, or 8 for other encodings."""
+    boundary: Literal["reflect", "clamp"] = "reflect"
+    """How noised points are brought back into the cube."""
+    gradient_losses_during_noise: bool = True
+    """Keep normal and eikonal terms while noise is on (release code); False = research code."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PreconditionConfig":
+        if self.end < self.start:
+            raise ValueError(f"precondition.end ({self.end}) must be >= precondition.start ({self.start})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Optimisation
+
+
+class AdamConfig(_Model):
+    """Adam with separate learning rates for grid tables and network weights."""
+
+    type: Literal["adam"] = "adam"
+    lr: float = Field(1e-3, gt=0, le=10)
+    """Learning rate of the network (and of encodings without tables)."""
+    grid_lr: float | None = Field(1e-2, gt=0, le=10)
+    """Learning rate of hash-grid and triplane tables; None = `lr`."""
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = Field(1e-15, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class ESGDConfig(_Model):
+    """Equilibrated SGD with Hessian-vector products (Chng et al. 2025)."""
+
+    type: Literal["esgd"] = "esgd"
+    lr: float = Field(0.15, gt=0, le=100)
+    grid_lr: float | None = Field(None, gt=0, le=100)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-4, gt=0)
+    """Damping added to sqrt(D)."""
+    weight_decay: float = Field(0.0, ge=0)
+    update_d_every: int = Field(100, ge=1)
+    d_warmup: int = Field(50, ge=0)
+
+
+OptimizerConfig = Annotated[Union[AdamConfig, ESGDConfig], Field(discriminator="type")]
+
+
+class ScheduleConfig(_Model):
+    """Learning-rate schedule over the training steps."""
+
+    kind: Literal["constant", "cosine", "exponential", "step"] = "cosine"
+    warmup_fraction: float = Field(0.0, ge=0, lt=1)
+    final_factor: float = Field(0.05, gt=0, le=1)
+    """lr at the end = lr * final_factor (cosine, exponential)."""
+    step_every: float = Field(0.33, gt=0, le=1)
+    """For `step`: multiply by `step_gamma` every this fraction of training."""
+    step_gamma: float = Field(0.5, gt=0, le=1)
+
+
+class TrainConfig(_Model):
+    """Training loop settings shared by every task."""
+
+    steps: int = Field(2000, ge=1, le=10_000_000)
+    batch_size: int = Field(8192, ge=1, le=10_000_000)
+    """Samples per step (SDF: on-surface points; as many off-surface points are added)."""
+    clip_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 0
+    progress_interval_s: float = Field(1.0, ge=0)
+    """Minimum seconds between progress callbacks (the last step always reports)."""
+    checkpoint_every: int | None = Field(None, ge=1)
+    """Save a checkpoint every this many steps (when a checkpoint path is given)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks
+
+
+class SDFTaskConfig(_Model):
+    """SDF from an oriented point cloud: the SIREN loss with configurable weights."""
+
+    surface_weight: float = Field(3e3, ge=0)
+    offsurface_weight: float = Field(1e2, ge=0)
+    offsurface_alpha: float = Field(100.0, gt=0)
+    """exp(-alpha |f|) penalises small values off the surface."""
+    normal_weight: float = Field(1e2, ge=0)
+    eikonal_weight: float = Field(5e1, ge=0)
+    eikonal_norm: Literal["l1", "l2"] = "l2"
+    """l1 = |‖∇f‖ - 1| (SIREN), l2 = (‖∇f‖ - 1)^2 (Ling et al.)."""
+    gradient: Literal["autograd", "finite_difference"] = "autograd"
+    """How ∇f is computed for the normal and eikonal terms."""
+    finite_difference_eps: float = Field(1e-3, gt=0, le=0.1)
+    """Step of the central differences, in [-1, 1] units."""
+    near_surface_fraction: float = Field(0.0, ge=0, le=1)
+    """Fraction of off-surface samples drawn near the surface (surface point + small noise) rather than uniformly."""
+    near_surface_sigma: float = Field(0.02, gt=0, le=1)
+
+
+class ImageTaskConfig(_Model):
+    """2D image fitting (MSE on RGB in [0, 1])."""
+
+    full_batch: bool = False
+    """Use every pixel each step; otherwise `train.batch_size` random pixels."""
+    max_side: int = Field(512, ge=8, le=8192)
+    """Images larger than this are downsampled for training (the output keeps the original size)."""
+    output_scale: float = Field(1.0, gt=0, le=8)
+    """Render the result at this multiple of the original size."""
+
+
+class OccupancyTaskConfig(_Model):
+    """3D occupancy from a closed mesh (binary cross-entropy)."""
+
+    near_surface_fraction: float = Field(0.5, ge=0, le=1)
+    near_surface_sigma: float = Field(0.02, gt=0, le=1)
+    n_samples: int = Field(200_000, ge=1000, le=20_000_000)
+    """Labelled points drawn once before training."""
+
+
+class InputConfig(_Model):
+    """How an input point cloud is read and prepared."""
+
+    estimate_normals: bool = True
+    """Estimate and orient normals when the input has none (else fail with a clear error)."""
+    normal_neighbors: int = Field(30, ge=3, le=500)
+    min_points: int = Field(100, ge=4)
+    max_points: int = Field(5_000_000, ge=100)
+    mesh_samples: int = Field(100_000, ge=100, le=10_000_000)
+    """Points sampled from a mesh input (area-weighted)."""
+    normalize_margin: float = Field(0.1, ge=0, lt=0.9)
+    """The longest bounding-box side maps to [-1 + margin, 1 - margin]."""
+
+
+class ExtractionConfig(_Model):
+    """Marching cubes settings."""
+
+    resolution: int = Field(256, ge=16, le=2048)
+    chunk_size: int = Field(262_144, ge=1024)
+    """Points per field evaluation (bounds memory)."""
+    coarse_to_fine: bool = True
+    """Evaluate a coarse grid first and refine only cells near the surface."""
+    largest_component: bool = False
+    field_normals: bool = True
+    """Vertex normals from the field's gradient instead of the mesh's faces."""
+    formats: list[Literal["ply", "obj", "glb", "stl"]] = Field(default_factory=lambda: ["ply"])
+
+
+# --------------------------------------------------------------------------------------------
+# The method
+
+
+class MethodConfig(_Model):
+    """A whole method: what to fit, with which field, how to train it and how to extract it."""
+
+    task: Literal["sdf", "image", "occupancy"] = "sdf"
+    encoding: EncodingConfig = Field(default_factory=HashGridEncodingConfig)
+    network: NetworkConfig = Field(default_factory=MLPNetworkConfig)
+    precondition: PreconditionConfig = Field(default_factory=PreconditionConfig)
+    optimizer: OptimizerConfig = Field(default_factory=AdamConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sdf: SDFTaskConfig = Field(default_factory=SDFTaskConfig)
+    image: ImageTaskConfig = Field(default_factory=ImageTaskConfig)
+    occupancy: OccupancyTaskConfig = Field(default_factory=OccupancyTaskConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def precondition_enabled(self) -> bool:
+        """Whether stochastic preconditioning is on, resolving the per-encoding default."""
+        if self.precondition.enabled is not None:
+            return self.precondition.enabled
+        return self.encoding.type in ("hashgrid", "fourier", "triplane")
+
+    def precondition_decay_factor(self) -> float:
+        """g in the schedule: the hash grid's level scale, else 8 (release code)."""
+        if self.precondition.decay_factor is not None:
+            return self.precondition.decay_factor
+        if isinstance(self.encoding, HashGridEncodingConfig):
+            return self.encoding.resolved_per_level_scale()
+        return 8.0
+
+
+def load_config(data: dict | str) -> MethodConfig:
+    """Parse a MethodConfig from a dict or a JSON string (raises pydantic.ValidationError)."""
+    if isinstance(data, str):
+        return MethodConfig.model_validate_json(data)
+    return MethodConfig.model_validate(data)
