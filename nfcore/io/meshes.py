@@ -1,0 +1,86 @@
+"""Triangle meshes: read and write through trimesh, sample oriented points from a surface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from nfcore.errors import InputError
+
+MESH_EXTENSIONS = (".obj", ".off", ".stl", ".ply", ".glb")
+"""Extensions `read_mesh` accepts (a .ply is a mesh when it has faces)."""
+
+WRITE_EXTENSIONS = (".ply", ".obj", ".glb", ".stl")
+"""Extensions `write_mesh` writes."""
+
+
+def check_file(path: str | Path) -> Path:
+    """Return `path` as a Path if it is a readable, non-empty regular file, else raise InputError."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"not a regular file: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"file is empty: {path.name}")
+    return path
+
+
+def read_mesh(path: str | Path) -> trimesh.Trimesh:
+    """Read a triangle mesh (.obj .off .stl .ply .glb); scenes are flattened into one mesh.
+
+    Vertices at identical positions are merged (trimesh's default processing), so an STL's
+    triangle soup becomes a connected, possibly watertight mesh. Nothing is fetched over the network.
+    """
+    path = check_file(path)
+    ext = path.suffix.lower()
+    if ext not in MESH_EXTENSIONS:
+        raise InputError(f"unsupported mesh extension {ext!r} ({path.name}); supported: {', '.join(MESH_EXTENSIONS)}")
+    try:
+        loaded = trimesh.load(path, file_type=ext[1:], force="mesh", allow_remote=False)
+    # trimesh's format parsers raise arbitrary exception types on corrupt data (ValueError,
+    # IndexError, KeyError, struct.error, ...); the contract is one InputError naming the file.
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"cannot read mesh {path.name}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(loaded, trimesh.Trimesh):
+        raise InputError(f"{path.name} holds no triangle mesh (found {type(loaded).__name__})")
+    validate_mesh(loaded, path.name)
+    return loaded
+
+
+def validate_mesh(mesh: trimesh.Trimesh, name: str = "mesh") -> None:
+    """Raise InputError unless the mesh has faces, finite vertices and a positive surface area."""
+    if len(mesh.faces) == 0 or len(mesh.vertices) == 0:
+        raise InputError(f"{name} has no triangles ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces)")
+    if not np.isfinite(mesh.vertices).all():
+        bad = int((~np.isfinite(mesh.vertices).all(axis=1)).sum())
+        raise InputError(f"{name} has {bad} vertices with NaN or infinite coordinates")
+    if not mesh.area > 0:
+        raise InputError(f"{name} has zero surface area (all triangles degenerate)")
+
+
+def sample_surface(mesh: trimesh.Trimesh, count: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted uniform samples on the surface and their face normals.
+
+    Returns (points (count, 3), normals (count, 3)) as float32; normals are unit length
+    (zero-area faces are never drawn because their weight is 0).
+    """
+    points, face_index = trimesh.sample.sample_surface(mesh, int(count), seed=seed)
+    normals = mesh.face_normals[face_index]
+    return np.asarray(points, dtype=np.float32), np.asarray(normals, dtype=np.float32)
+
+
+def write_mesh(mesh: trimesh.Trimesh, path: str | Path) -> Path:
+    """Write `mesh` in the format named by the extension (.ply binary, .obj, .glb, .stl); returns the path."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in WRITE_EXTENSIONS:
+        raise InputError(f"cannot write mesh as {ext!r} ({path.name}); supported: {', '.join(WRITE_EXTENSIONS)}")
+    if ext == ".ply":
+        data = trimesh.exchange.ply.export_ply(mesh, encoding="binary")
+        path.write_bytes(data)
+    else:
+        mesh.export(path, file_type=ext[1:])
+    return path

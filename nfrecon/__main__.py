@@ -1,0 +1,5 @@
+import sys
+
+from nfrecon.cli import main
+
+sys.exit(main())

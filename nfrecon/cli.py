@@ -1,0 +1,239 @@
+"""The `nfrecon` command: fit, eval, serve, worker, bench.
+
+Each subcommand imports only what it needs, so `nfrecon fit` works without the web stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
+BENCHMARKS = ("sdf", "hashgrid", "image", "occupancy", "service", "poisson")
+
+
+def _task_for(path: Path, requested: str | None) -> str:
+    if requested:
+        return requested
+    return "image" if path.suffix.lower() in IMAGE_SUFFIXES else "sdf"
+
+
+def _overrides_from_args(args: argparse.Namespace, task: str) -> dict:
+    """CLI flags as a partial MethodConfig (applied on top of the preset and --config)."""
+    o: dict = {}
+    if args.encoding:
+        o["encoding"] = {"type": args.encoding}
+    if args.network:
+        o["network"] = {"type": args.network}
+    if args.optimizer:
+        o["optimizer"] = {"type": args.optimizer}
+    if args.no_precondition:
+        o["precondition"] = {"enabled": False}
+    elif args.precondition:
+        o["precondition"] = {"enabled": True}
+    if args.steps:
+        o.setdefault("train", {})["steps"] = args.steps
+    if args.seed is not None:
+        o.setdefault("train", {})["seed"] = args.seed
+    if args.resolution:
+        o.setdefault("extraction", {})["resolution"] = args.resolution
+    if args.scale and task == "image":
+        o.setdefault("image", {})["output_scale"] = args.scale
+    if args.device:
+        o["device"] = args.device
+    return o
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from nfcore.device import device_kind, resolve_device
+    from nfcore.errors import FitCanceled, InputError
+    from nfcore.fit import fit
+    from nfcore.presets import merge, resolve_config
+
+    src = Path(args.input)
+    out = Path(args.output)
+    task = _task_for(src, args.task)
+    try:
+        device = resolve_device(args.device or "auto")
+        overrides: dict = {}
+        if args.config:
+            overrides = json.loads(Path(args.config).read_text())
+        overrides = merge(overrides, _overrides_from_args(args, task))
+        if task != "image" and out.suffix.lower().lstrip(".") in ("ply", "obj", "glb", "stl"):
+            overrides = merge(overrides, {"extraction": {"formats": [out.suffix.lower().lstrip(".")]}})
+        config = resolve_config(task, args.preset, overrides, device=device_kind(device))
+    except (InputError, ValueError, OSError) as exc:  # pydantic.ValidationError is a ValueError
+        print(f"nfrecon: error: {exc}", file=sys.stderr)
+        return 2
+
+    bar = tqdm(total=1000, unit="‰", disable=args.quiet, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+
+    def on_progress(p) -> None:
+        bar.n = int(p.fraction * 1000)
+        bar.set_description(p.phase)
+        post = {}
+        if p.step is not None and p.phase == "train":
+            post["step"] = f"{p.step}/{p.total_steps}"
+        if p.loss:
+            post["loss"] = f"{sum(p.loss.values()):.4g}"
+        if p.noise_scale:
+            post["noise"] = f"{p.noise_scale:.3g}"
+        bar.set_postfix(post, refresh=False)
+        bar.refresh()
+
+    work = Path(args.artifacts) if args.artifacts else Path(tempfile.mkdtemp(prefix="nfrecon-"))
+    try:
+        result = fit(src, config, work, device=str(device), callback=on_progress, gt_path=args.gt)
+    except InputError as exc:
+        bar.close()
+        print(f"nfrecon: error: {exc}", file=sys.stderr)
+        return 2
+    except (FitCanceled, KeyboardInterrupt):
+        bar.close()
+        print("nfrecon: canceled", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if task == "image":
+        scale = config.image.output_scale
+        name = "fitted.png" if scale == 1 else f"fitted_x{scale:g}.png"
+        _save_image_as(result.artifacts[name], out)
+    else:
+        shutil.copyfile(result.artifacts[f"mesh.{config.extraction.formats[0]}"], out)
+    metrics_path = out.with_name(out.stem + ".metrics.json")
+    metrics_path.write_text(json.dumps(result.metrics, indent=2))
+    if not args.artifacts:
+        shutil.rmtree(work, ignore_errors=True)
+    _print_summary(task, result, out, metrics_path)
+    return 0
+
+
+def _save_image_as(src: Path, out: Path) -> None:
+    if out.suffix.lower() == src.suffix.lower():
+        shutil.copyfile(src, out)
+        return
+    from PIL import Image
+
+    with Image.open(src) as im:
+        im.save(out)
+
+
+def _print_summary(task: str, result, out: Path, metrics_path: Path) -> None:
+    m = result.metrics
+    lines = [f"wrote {out} in {result.seconds:.1f} s ({result.steps} steps, device {m.get('device', '?')})"]
+    if task == "image":
+        lines.append(f"PSNR {m.get('psnr', float('nan')):.2f} dB, SSIM {m.get('ssim', float('nan')):.4f}")
+    else:
+        r = m.get("fit_residuals", {})
+        if r:
+            lines.append(
+                f"fit residuals: mean |SDF| {r.get('mean_abs_sdf', float('nan')):.3g} (input units), "
+                f"normal agreement {r.get('normal_agreement', float('nan')):.4f}"
+            )
+        lines.append(f"mesh: {m.get('n_vertices', '?')} vertices, {m.get('n_faces', '?')} faces")
+        gt = m.get("ground_truth") or m.get("mesh_metrics")
+        if gt:
+            lines.append("vs ground truth: " + ", ".join(f"{k} {v:.4g}" for k, v in gt.items() if isinstance(v, float)))
+    lines.append(f"metrics: {metrics_path}")
+    print("\n".join(lines))
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from nfcore.errors import InputError
+    from nfcore.io import read_mesh
+    from nfcore.metrics import mesh_metrics
+
+    try:
+        recon, gt = read_mesh(args.recon), read_mesh(args.gt)
+    except InputError as exc:
+        print(f"nfrecon: error: {exc}", file=sys.stderr)
+        return 2
+    thresholds = tuple(args.threshold) if args.threshold else (0.01, 0.005)
+    metrics = mesh_metrics(recon, gt, n_samples=args.samples, thresholds=thresholds, seed=args.seed)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _bench(args: argparse.Namespace, rest: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(f"bench.{args.name}")
+    return int(module.main(rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nfrecon", description="Surface reconstruction with neural fields.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="fit a neural field to a point cloud, mesh or image and write the result")
+    p.add_argument("input", help="point cloud (.xyz .ply .npz .npy), mesh (.obj .off .stl .ply .glb) or image")
+    p.add_argument("-o", "--output", required=True, help="output mesh (.ply .obj .glb .stl) or image (.png ...)")
+    p.add_argument("--preset", default="balanced", choices=["fast", "balanced", "quality"])
+    p.add_argument("--task", choices=["sdf", "image", "occupancy"], help="default: image for image files, else sdf")
+    p.add_argument("--encoding", choices=["identity", "fourier", "hashgrid", "triplane"])
+    p.add_argument("--network", choices=["mlp", "siren", "finer", "gauss", "wire"])
+    p.add_argument("--optimizer", choices=["adam", "esgd"])
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--no-precondition", action="store_true", help="turn stochastic preconditioning off")
+    g.add_argument("--precondition", action="store_true", help="turn stochastic preconditioning on")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--resolution", type=int, help="marching cubes resolution")
+    p.add_argument("--scale", type=float, help="images: render at this multiple of the input size")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--config", help="MethodConfig JSON (partial); flags override it")
+    p.add_argument("--gt", help="ground-truth mesh: add Chamfer/F-score/NC/IoU to the metrics")
+    p.add_argument("--artifacts", help="keep every artifact (metrics, config, all formats) in this directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="compare a reconstruction with a ground-truth mesh; prints JSON")
+    e.add_argument("recon")
+    e.add_argument("gt")
+    e.add_argument("--samples", type=int, default=100_000)
+    e.add_argument("--threshold", type=float, action="append", help="F-score threshold (repeatable)")
+    e.add_argument("--seed", type=int, default=0)
+
+    b = sub.add_parser("bench", help="run a benchmark (extra arguments go to it)")
+    b.add_argument("name", choices=BENCHMARKS)
+
+    s = sub.add_parser("serve", help="run the whole service on this machine (no Redis server needed)")
+    w = sub.add_parser("worker", help="run a Celery worker against the configured broker")
+    try:
+        from nfrecon import serve as serve_mod
+
+        serve_mod.add_serve_arguments(s)
+        serve_mod.add_worker_arguments(w)
+    except ImportError:  # the service stack is optional for library users
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "bench" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "fit":
+        return _fit(args)
+    if args.command == "eval":
+        return _eval(args)
+    if args.command == "bench":
+        return _bench(args, rest)
+    from nfrecon import serve as serve_mod
+
+    if args.command == "serve":
+        return serve_mod.run_serve(args)
+    return serve_mod.run_worker(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from nfcore.config import MethodConfig, load_config
+from nfcore.presets import PRESET_NAMES, merge, preset_overrides, resolve_config
+
+
+def test_defaults_round_trip_json_and_schema():
+    cfg = MethodConfig()
+    again = load_config(cfg.model_dump_json())
+    assert again == cfg
+    schema = MethodConfig.model_json_schema()
+    assert "encoding" in schema["properties"]
+    # every field documented, so the API's schema is readable
+    hashgrid = schema["$defs"]["HashGridEncodingConfig"]["properties"]
+    assert "description" in hashgrid["backend"]
+
+
+def test_unknown_key_and_bad_value_name_the_field():
+    with pytest.raises(ValidationError) as e:
+        MethodConfig.model_validate({"train": {"stepz": 10}})
+    assert "stepz" in str(e.value)
+    with pytest.raises(ValidationError) as e:
+        MethodConfig.model_validate({"train": {"steps": -1}})
+    assert "steps" in str(e.value)
+    with pytest.raises(ValidationError) as e:
+        MethodConfig.model_validate({"encoding": {"type": "octree"}})
+    assert "octree" in str(e.value)
+
+
+@pytest.mark.parametrize("task", ["sdf", "image", "occupancy"])
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_every_preset_validates(task, preset, device):
+    cfg = resolve_config(task, preset, device=device)
+    assert cfg.task == task
+    json.loads(cfg.model_dump_json())
+
+
+def test_presets_grow_in_cost():
+    steps = [resolve_config("sdf", p).train.steps for p in PRESET_NAMES]
+    assert steps == sorted(steps) and len(set(steps)) == 3
+
+
+def test_overrides_merge_and_union_replacement():
+    cfg = resolve_config("sdf", "fast", {"train": {"steps": 7}})
+    assert cfg.train.steps == 7
+    assert cfg.train.batch_size == preset_overrides("sdf", "fast")["train"]["batch_size"]
+    cfg = resolve_config("sdf", "fast", {"encoding": {"type": "fourier", "n_frequencies": 6}})
+    assert cfg.encoding.type == "fourier" and cfg.encoding.n_frequencies == 6
+    assert merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
+
+
+def test_unknown_preset_or_task():
+    with pytest.raises(ValueError, match="preset"):
+        resolve_config("sdf", "ultra")
+    with pytest.raises(ValueError, match="task"):
+        resolve_config("nerf", "fast")
