@@ -64,6 +64,9 @@ class HashGridEncodingConfig(_Model):
     """`auto` uses tinycudann on CUDA when importable, else the pure PyTorch grid."""
     init_scale: float = Field(1e-4, gt=0)
     """Table entries start as U(-init_scale, init_scale), as tiny-cuda-nn does."""
+    implementation: Literal["function", "autograd"] = "function"
+    """Pure PyTorch backend: "function" = custom autograd with analytic (double) backward (fast);
+    "autograd" = explicit differentiable ops (reference, any derivative order, e.g. ESGD with eikonal)."""
 
     def resolved_per_level_scale(self) -> float:
         """Per-level growth factor b with base * b^(L-1) = finest."""
@@ -287,6 +290,8 @@ class ImageTaskConfig(_Model):
     """Images larger than this are downsampled for training (the output keeps the original size)."""
     output_scale: float = Field(1.0, gt=0, le=8)
     """Render the result at this multiple of the original size."""
+    psnr_every: int | None = Field(None, ge=1)
+    """Evaluate the PSNR curve every this many steps; None = about 50 points over training."""
 
 
 class OccupancyTaskConfig(_Model):

@@ -39,7 +39,8 @@ def read_mesh(path: str | Path) -> trimesh.Trimesh:
     if ext not in MESH_EXTENSIONS:
         raise InputError(f"unsupported mesh extension {ext!r} ({path.name}); supported: {', '.join(MESH_EXTENSIONS)}")
     try:
-        loaded = trimesh.load(path, file_type=ext[1:], force="mesh", allow_remote=False)
+        # process=False: trimesh's processing silently drops NaN vertices, which must be an error.
+        loaded = trimesh.load(path, file_type=ext[1:], force="mesh", allow_remote=False, process=False)
     # trimesh's format parsers raise arbitrary exception types on corrupt data (ValueError,
     # IndexError, KeyError, struct.error, ...); the contract is one InputError naming the file.
     except Exception as exc:  # noqa: BLE001
@@ -47,13 +48,16 @@ def read_mesh(path: str | Path) -> trimesh.Trimesh:
     if not isinstance(loaded, trimesh.Trimesh):
         raise InputError(f"{path.name} holds no triangle mesh (found {type(loaded).__name__})")
     validate_mesh(loaded, path.name)
+    loaded.merge_vertices()
     return loaded
 
 
 def validate_mesh(mesh: trimesh.Trimesh, name: str = "mesh") -> None:
-    """Raise InputError unless the mesh has faces, finite vertices and a positive surface area."""
+    """Raise InputError unless the mesh has faces with valid indices, finite vertices and a positive area."""
     if len(mesh.faces) == 0 or len(mesh.vertices) == 0:
         raise InputError(f"{name} has no triangles ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces)")
+    if mesh.faces.min() < 0 or mesh.faces.max() >= len(mesh.vertices):
+        raise InputError(f"{name} has faces referring to missing vertices (the file has {len(mesh.vertices)})")
     if not np.isfinite(mesh.vertices).all():
         bad = int((~np.isfinite(mesh.vertices).all(axis=1)).sum())
         raise InputError(f"{name} has {bad} vertices with NaN or infinite coordinates")

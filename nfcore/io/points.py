@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ SUPPORTED_EXTENSIONS = tuple(sorted(set(POINT_EXTENSIONS) | set(MESH_EXTENSIONS)
 MIN_RELATIVE_EXTENT = 1e-3
 """A cloud whose smallest principal extent is below this fraction of its largest is flat (no volume to fit)."""
 
-_POINT_KEYS = ("points", "point", "xyz", "positions", "position", "vertices", "verts", "coords", "pts", "p", "v", "x")
+_POINT_KEYS = ("points", "point", "xyz", "positions", "position", "vertices", "verts", "coords", "pts", "p", "v")
 _NORMAL_KEYS = ("normals", "normal", "vertex_normals", "n", "nrm", "norms")
 
 
@@ -43,7 +44,7 @@ class RawCloud:
     points: np.ndarray
     normals: np.ndarray | None
     kind: str
-    """"pointcloud", or "mesh" when the points were sampled from a mesh."""
+    """Either pointcloud, or mesh when the points were sampled from a mesh."""
     format: str
     n_vertices: int
     """Points in the file (mesh vertices for a mesh)."""
@@ -65,7 +66,9 @@ def _read_xyz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if data.size == 0:
         raise InputError(f"{path.name} holds no points")
     if data.shape[1] not in (3, 6):
-        raise InputError(f"{path.name}: expected 3 (x y z) or 6 (x y z nx ny nz) columns per line, found {data.shape[1]}")
+        raise InputError(
+            f"{path.name}: expected 3 (x y z) or 6 (x y z nx ny nz) columns per line, found {data.shape[1]}"
+        )
     return data[:, :3], (data[:, 3:6] if data.shape[1] == 6 else None)
 
 
@@ -77,7 +80,9 @@ def _ply_header(path: Path):
             ply = plyfile.PlyData.read(f)
         except plyfile.PlyParseError as exc:
             # plyfile reports truncated data as "early end-of-file" on a row past the end.
-            raise InputError(f"{path.name}: malformed or truncated PLY (the header's counts do not match the data): {exc}") from exc
+            raise InputError(
+                f"{path.name}: malformed or truncated PLY (the header's counts do not match the data): {exc}"
+            ) from exc
         except (ValueError, EOFError, UnicodeDecodeError, MemoryError) as exc:
             raise InputError(f"cannot read {path.name} as PLY: {exc}") from exc
         if ply.text:
@@ -87,8 +92,8 @@ def _ply_header(path: Path):
     return ply, trailing
 
 
-def _ply_is_mesh(path: Path) -> bool:
-    """True when the PLY declares at least one face (read from the header only)."""
+def ply_element_counts(path: Path) -> dict[str, int]:
+    """Element name -> declared count, from the PLY header only (cheap, before reading any data)."""
     with path.open("rb") as f:
         head = f.read(65536)
     if not head.startswith(b"ply"):
@@ -96,14 +101,20 @@ def _ply_is_mesh(path: Path) -> bool:
     end = head.find(b"end_header")
     if end < 0:
         raise InputError(f"{path.name}: PLY header has no 'end_header' line")
+    counts = {}
     for line in head[:end].decode("ascii", errors="replace").splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0] == "element" and parts[1] == "face":
+        if len(parts) == 3 and parts[0] == "element":
             try:
-                return int(parts[2]) > 0
+                counts[parts[1]] = int(parts[2])
             except ValueError as exc:
-                raise InputError(f"{path.name}: bad face count in PLY header: {line!r}") from exc
-    return False
+                raise InputError(f"{path.name}: bad element count in PLY header: {line!r}") from exc
+    return counts
+
+
+def ply_has_faces(path: Path) -> bool:
+    """True when the PLY declares at least one face (read from the header only)."""
+    return ply_element_counts(path).get("face", 0) > 0
 
 
 def _read_ply_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -115,7 +126,9 @@ def _read_ply_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not {"x", "y", "z"} <= names:
         raise InputError(f"{path.name}: PLY vertices lack x, y, z properties (found {sorted(names)})")
     if len(vertex.data) != vertex.count:
-        raise InputError(f"{path.name}: PLY header declares {vertex.count} vertices but the file holds {len(vertex.data)}")
+        raise InputError(
+            f"{path.name}: PLY header declares {vertex.count} vertices but the file holds {len(vertex.data)}"
+        )
     if trailing >= vertex.data.dtype.itemsize:
         extra = trailing // vertex.data.dtype.itemsize
         raise InputError(
@@ -159,14 +172,16 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
-    except (ValueError, OSError, EOFError, KeyError) as exc:
-        raise InputError(f"cannot read {path.name} as .npz: {exc}") from exc
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise InputError(f"cannot read {path.name} as .npz (corrupt or truncated archive?): {exc}") from exc
     found = _pick(arrays, _POINT_KEYS)
     if found is None:
         if len(arrays) == 1:
             found = next(iter(arrays.items()))
         else:
-            raise InputError(f"{path.name}: no points array; expected one of {list(_POINT_KEYS[:4])}, found {sorted(arrays)}")
+            raise InputError(
+                f"{path.name}: no points array; expected one of {list(_POINT_KEYS[:4])}, found {sorted(arrays)}"
+            )
     key, array = found
     points, normals = _split_columns(path.name, np.asarray(array), f"array {key!r}")
     found_n = _pick(arrays, _NORMAL_KEYS)
@@ -189,18 +204,27 @@ _READERS: dict[str, Callable[[Path], tuple[np.ndarray, np.ndarray | None]]] = {
 }
 
 
-def load_raw(path: str | Path, *, mesh_samples: int = 100_000, seed: int = 0) -> RawCloud:
-    """Read a cloud or sample a mesh, without validation or normal estimation (cheap)."""
+def load_raw(
+    path: str | Path, *, mesh_samples: int = 100_000, seed: int = 0, max_points: int | None = None
+) -> RawCloud:
+    """Read a cloud or sample a mesh, without validation or normal estimation (cheap).
+
+    `max_points`, if given, is checked against a PLY header's count before the data is read.
+    """
     path = check_file(path)
     ext = path.suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS:
         raise InputError(
             f"unsupported file extension {ext or '(none)'!r} ({path.name}); supported: {', '.join(SUPPORTED_EXTENSIONS)}"
         )
-    if ext in MESH_EXTENSIONS and (ext != ".ply" or _ply_is_mesh(path)):
+    if ext in MESH_EXTENSIONS and (ext != ".ply" or ply_has_faces(path)):
         mesh = read_mesh(path)
         points, normals = sample_surface(mesh, mesh_samples, seed=seed)
         return RawCloud(points, normals, "mesh", ext[1:], len(mesh.vertices), len(mesh.faces))
+    if ext == ".ply" and max_points is not None:
+        declared = ply_element_counts(path).get("vertex", 0)
+        if declared > max_points:
+            raise InputError(f"{path.name} declares {declared} points; at most {max_points} are allowed")
     points, normals = _READERS[ext](path)
     return RawCloud(points, normals, "pointcloud", ext[1:], len(points))
 
@@ -298,7 +322,7 @@ def read_point_cloud(
         min_points, max_points: accepted number of points (mesh samples count too).
         mesh_samples: points drawn from a mesh input; `seed` seeds that draw.
     """
-    raw = load_raw(path, mesh_samples=mesh_samples, seed=seed)
+    raw = load_raw(path, mesh_samples=mesh_samples, seed=seed, max_points=max_points)
     name = Path(path).name
     check_points(raw.points, name, min_points=min_points, max_points=max_points)
     points = np.ascontiguousarray(raw.points, dtype=np.float32)

@@ -143,7 +143,7 @@ class ESGD(Optimizer):
         hvs = torch.autograd.grad(
             [p.grad for p in with_graph], with_graph, grad_outputs=vs, allow_unused=True, retain_graph=False
         )
-        hv_of = {id(p): hv for p, hv in zip(with_graph, hvs)}
+        hv_of = {id(p): hv for p, hv in zip(with_graph, hvs, strict=True)}
         for group in self.param_groups:
             beta2 = group["betas"][1]
             for p in group["params"]:

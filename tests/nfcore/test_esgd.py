@@ -78,7 +78,7 @@ def test_reference_schedule_and_bias_correction_quirk() -> None:
     x = torch.nn.Parameter(torch.ones(2))
     opt = ESGD([x], lr=1e-6, update_d_every=100, d_warmup=50, generator=torch.Generator().manual_seed(0))
     refreshed = []
-    for step in range(260):
+    for _ in range(260):
         refreshed.append(opt.should_create_graph())
         _step(opt, a, x)
     # Refresh on steps 0..49, then once every 100 steps (at 149 and 249).
@@ -108,7 +108,7 @@ def test_converges_on_ill_conditioned_quadratic(use_closure: bool) -> None:
     a = torch.diag(diag)
     x = torch.nn.Parameter(torch.ones(4))
     opt = ESGD([x], lr=0.05, generator=torch.Generator().manual_seed(0))
-    f0 = float(_quadratic(a, x))
+    f0 = float(_quadratic(a, x).detach())
 
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
@@ -123,7 +123,7 @@ def test_converges_on_ill_conditioned_quadratic(use_closure: bool) -> None:
             _step(opt, a, x)
     # Every coordinate converges, the flattest one included.
     assert x.detach().abs().max() < 0.05
-    assert float(_quadratic(a, x)) < 1e-3 * f0
+    assert float(_quadratic(a, x).detach()) < 1e-3 * f0
 
 
 def test_missing_graph_on_refresh_step_is_an_error() -> None:

@@ -1,0 +1,136 @@
+"""The FastAPI app factory: routes under /v1, problem+json errors, body limits, the reaper loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from api.deps import Services
+from api.errors import install_error_handlers, problem_response
+from api.routes import artifacts, jobs, methods, system, uploads
+from api.settings import Settings, get_settings
+from store import ArtifactStore, JobStore, make_engine
+from worker.queue import JobQueue
+from worker.reaper import Reaper
+
+logger = logging.getLogger("nfrecon.api")
+
+TAGS = [
+    {"name": "system", "description": "Liveness, readiness, limits and queue length."},
+    {"name": "methods", "description": "What can be fitted, and the JSON Schema of each method's options."},
+    {"name": "uploads", "description": "Input files, streamed and validated on arrival."},
+    {"name": "jobs", "description": "Reconstruction jobs: create, watch, cancel, retry, delete."},
+    {"name": "artifacts", "description": "Meshes, metrics, config and logs of finished jobs."},
+]
+
+
+class BodyLimitMiddleware:
+    """Reject bodies over the route's limit: at once from Content-Length, else while they stream.
+
+    Starlette parses a whole multipart body before the handler runs, so a check inside the handler
+    would come after the bytes were spooled to disk (service.md §5.1).
+    """
+
+    def __init__(self, app, settings: Settings):
+        self.app = app
+        self.settings = settings
+
+    def _limit(self, scope) -> int | None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        path = scope["path"].rstrip("/")
+        if path.endswith("/v1/uploads"):
+            return self.settings.max_upload_bytes
+        if path.endswith("/v1/jobs/form"):
+            return self.settings.max_form_bytes
+        return 1 << 20 if path.startswith("/v1/") else None  # JSON bodies are small
+
+    async def __call__(self, scope, receive, send):
+        limit = self._limit(scope)
+        if limit is None:
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            resp = problem_response(None, 413, "too_large", f"request body of {int(length)} bytes exceeds the limit "
+                                    f"of {limit} bytes")
+            return await resp(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    from api.errors import ProblemError
+
+                    raise ProblemError(413, "too_large", f"request body exceeds the limit of {limit} bytes")
+            return message
+
+        return await self.app(scope, limited, send)
+
+
+async def _reaper_loop(reaper: Reaper, interval: float) -> None:
+    while True:
+        try:
+            await anyio.to_thread.run_sync(reaper.run_once)
+        except Exception:
+            logger.exception("reaper pass failed")
+        await asyncio.sleep(interval)
+
+
+def create_app(settings: Settings | None = None, *, queue: JobQueue | None = None) -> FastAPI:
+    """A new app for `settings` (default: from NFRECON_* variables). Each app owns its stores; no globals."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = JobStore(make_engine(settings.resolved_database_url))
+        arts = ArtifactStore(settings.data_dir)
+        q = queue or JobQueue(settings, store)
+        q.store = store
+        app.state.services = Services(settings=settings, store=store, artifacts=arts, queue=q)
+        reaper = Reaper(store, arts, settings, q)
+        app.state.reaper = reaper
+        task = None
+        if settings.republish_on_startup:
+            n = await anyio.to_thread.run_sync(lambda: reaper.republish_queued(unpublished_only=False))
+            if n:
+                logger.info("re-published %d queued jobs", n)
+        if settings.reaper_enabled:
+            task = asyncio.create_task(_reaper_loop(reaper, settings.reaper_interval_s))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if queue is None:
+                q.close()
+            store.engine.dispose()
+
+    from nfcore import __version__
+
+    app = FastAPI(
+        title="nfrecon",
+        version=__version__,
+        summary="Surface reconstruction with neural fields, as jobs.",
+        description="Upload a point cloud, mesh or image, create a job with a method and its options, follow its "
+        "progress, download the mesh and its metrics. Errors are application/problem+json with a stable `code`.",
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,
+    )
+    install_error_handlers(app)
+    for r in (system, methods, uploads, jobs, artifacts):
+        app.include_router(r.router, prefix="/v1")
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
+    return app

@@ -1,0 +1,192 @@
+"""Jobs: create (JSON or one-shot multipart), list, get, cancel, retry, delete, logs, server-sent events."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Body, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+
+from api.deps import OwnerDep, ServicesDep
+from api.errors import ProblemError
+from api.schemas import JobCreate, JobList, JobPublic, JobSpec, LogLines, RetryRequest, problems
+from api.services import jobs as svc
+from api.services import uploads
+from store import TERMINAL
+
+router = APIRouter(tags=["jobs"])
+
+_CREATED = {201: {"description": "created; Location names the job"},
+            200: {"model": JobPublic, "description": "replayed (same Idempotency-Key and body)"}}
+
+
+def _created(response: Response, job, replayed: bool) -> None:
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+
+
+@router.post("/jobs", status_code=201, response_model=JobPublic,
+             responses={**_CREATED, **problems(401, 404, 409, 422, 429)},
+             summary="Create a job from an upload")
+def create_job(
+    body: Annotated[JobCreate, Body()],
+    response: Response,
+    services: ServicesDep,
+    owner: OwnerDep,
+    idempotency_key: Annotated[str | None, Header(description="Retry-safe creation: same key + same body = same job.")] = None,
+) -> dict:
+    """Validates the options against the method's schema and the input against the method, queues the job,
+    and answers 201 with the job (`status: queued`). 429 with Retry-After when the queue is full."""
+    upload = services.store.get_upload(body.inputs[0], owner)
+    if upload is None:
+        raise ProblemError(404, "upload_not_found", f"no upload with id {body.inputs[0]!r}",
+                           errors=[{"loc": ["body", "inputs", 0], "msg": "unknown upload"}])
+    job, replayed = svc.create_job(
+        services, owner, method=body.method, preset=body.preset, options=body.options,
+        preconditioning=body.preconditioning, output_formats=body.output_formats, upload=upload, name=body.name,
+        metadata=body.metadata, idempotency_key=idempotency_key,
+    )
+    _created(response, job, replayed)
+    return svc.job_public(services, job)
+
+
+@router.post("/jobs/form", status_code=201, response_model=JobPublic,
+             responses={**_CREATED, **problems(401, 413, 415, 422, 429)},
+             summary="Create a job in one request: multipart `spec` (JSON) + `file`")
+async def create_job_form(
+    response: Response,
+    services: ServicesDep,
+    owner: OwnerDep,
+    file: Annotated[UploadFile, File(description="The input file (small inputs; use /v1/uploads for large ones).")],
+    spec: Annotated[str, Form(description="JSON: method, preset, options, preconditioning, output_formats, name.",
+                              examples=['{"method": "sdf", "preset": "fast"}'])] = "{}",
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> dict:
+    try:
+        parsed = JobSpec.model_validate_json(spec or "{}")
+    except ValidationError as exc:
+        errors = [{"loc": ["body", "spec", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        raise ProblemError(422, "invalid_request", "invalid spec: " + "; ".join(e["msg"] for e in errors[:3]),
+                           errors=errors) from exc
+    upload = await uploads.upload_from_form_file(services, owner, file, content_type=file.content_type)
+    try:
+        job, replayed = await anyio.to_thread.run_sync(lambda: svc.create_job(
+            services, owner, method=parsed.method, preset=parsed.preset, options=parsed.options,
+            preconditioning=parsed.preconditioning, output_formats=parsed.output_formats, upload=upload,
+            name=parsed.name, metadata=parsed.metadata, idempotency_key=idempotency_key,
+            fingerprint_extra={"inputs": [upload.sha256]}))
+    except BaseException:
+        uploads.delete_upload(services, owner, upload.id)
+        raise
+    if replayed:
+        uploads.delete_upload(services, owner, upload.id)
+    _created(response, job, replayed)
+    return svc.job_public(services, job)
+
+
+@router.get("/jobs", response_model=JobList, responses=problems(401, 422), summary="List your jobs, newest first")
+def list_jobs(
+    services: ServicesDep,
+    owner: OwnerDep,
+    status: Annotated[str | None, Query(description="Comma-separated statuses.", examples=["queued,running"])] = None,
+    method: Annotated[str | None, Query()] = None,
+    page_size: Annotated[int, Query(ge=1, le=200)] = 50,
+    page_token: Annotated[str | None, Query(description="next_page_token of the previous page.")] = None,
+    view: Annotated[str, Query(pattern="^(basic|full)$", description="`full` adds the resolved config.")] = "basic",
+) -> dict:
+    return svc.list_jobs(services, owner, status=status, method=method, page_size=page_size, page_token=page_token,
+                         full=view == "full")
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic,
+            responses={304: {"description": "unchanged since the ETag in If-None-Match"}, **problems(401, 404)},
+            summary="A job: status, stage, progress, ETA, queue position, metrics, error")
+def get_job(job_id: str, services: ServicesDep, owner: OwnerDep,
+            if_none_match: Annotated[str | None, Header()] = None):
+    job = svc.get_job(services, owner, job_id)
+    position = services.store.queue_position(job)
+    tag = svc.etag(job, position)
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    if job.status not in TERMINAL:
+        headers["Retry-After"] = "1" if job.status != "queued" else str(min(services.settings.retry_after_s, 5))
+    if if_none_match and tag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    body = JobPublic.model_validate(svc.job_public(services, job, queue_position=position))
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic,
+             responses={202: {"model": JobPublic, "description": "running: now `canceling`"}, **problems(401, 404, 409)},
+             summary="Cancel a job (idempotent)")
+def cancel_job(job_id: str, response: Response, services: ServicesDep, owner: OwnerDep) -> dict:
+    """Queued: canceled at once. Running: `canceling`; the worker stops at its next progress report (the reaper
+    kills it after `cancel_grace_s`). 409 once succeeded or failed."""
+    job, status = svc.cancel_job(services, owner, job_id)
+    response.status_code = status
+    return svc.job_public(services, job)
+
+
+@router.post("/jobs/{job_id}/retry", status_code=201, response_model=JobPublic, responses=problems(401, 404, 409, 410, 422, 429),
+             summary="Run a finished job again as a new job (`retry_of` names the original)")
+def retry_job(job_id: str, response: Response, services: ServicesDep, owner: OwnerDep,
+              body: Annotated[RetryRequest | None, Body()] = None) -> dict:
+    body = body or RetryRequest()
+    job = svc.retry_job(services, owner, job_id, preset=body.preset, options=body.options)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return svc.job_public(services, job)
+
+
+@router.delete("/jobs/{job_id}", status_code=204, responses=problems(401, 404),
+               summary="Delete a job: cancel it if active, remove its files and record")
+def delete_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> Response:
+    svc.delete_job(services, owner, job_id)
+    return Response(status_code=204)
+
+
+@router.get("/jobs/{job_id}/logs", response_model=LogLines, responses=problems(401, 404), summary="Log lines from an offset")
+def job_logs(job_id: str, services: ServicesDep, owner: OwnerDep,
+             offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> dict:
+    return svc.read_logs(services, owner, job_id, offset, limit)
+
+
+@router.get("/jobs/{job_id}/events", responses={200: {"content": {"text/event-stream": {}},
+                                                     "description": "events: status, log, completed"},
+                                               **problems(401, 404)},
+            summary="Server-sent events: status/progress changes and log lines until the job ends")
+async def job_events(job_id: str, request: Request, services: ServicesDep, owner: OwnerDep) -> StreamingResponse:
+    await anyio.to_thread.run_sync(svc.get_job, services, owner, job_id)  # 404 before the stream starts
+
+    async def stream():
+        version, offset, idle = None, 0, 0.0
+        while True:
+            job = await anyio.to_thread.run_sync(services.store.get_job, job_id, owner)
+            if job is None:
+                yield "event: deleted\ndata: {}\n\n"
+                return
+            if job.version != version:
+                version = job.version
+                body = JobPublic.model_validate(svc.job_public(services, job, full=False))
+                yield f"event: status\nid: {job.version}\ndata: {body.model_dump_json()}\n\n"
+                idle = 0.0
+            logs = await anyio.to_thread.run_sync(svc.read_logs, services, owner, job_id, offset, 1000)
+            for line in logs["lines"]:
+                yield f"event: log\ndata: {json.dumps(line)}\n\n"
+            offset = logs["next_offset"]
+            if job.status in TERMINAL:
+                yield f"event: completed\ndata: {json.dumps({'id': job.id, 'status': job.status})}\n\n"
+                return
+            if await request.is_disconnected():
+                return
+            await anyio.sleep(services.settings.sse_poll_s)
+            idle += services.settings.sse_poll_s
+            if idle >= 15:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

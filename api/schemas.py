@@ -1,0 +1,268 @@
+"""Request and response models of the HTTP API (the OpenAPI document is generated from these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MethodName = Literal["sdf", "image", "occupancy"]
+PresetName = Literal["fast", "balanced", "quality"]
+MeshFormat = Literal["ply", "obj", "glb", "stl"]
+JobStatusName = Literal["queued", "running", "canceling", "succeeded", "failed", "canceled"]
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="Path of the offending field, e.g. ['options', 'train', 'steps'].")
+    msg: str
+    type: str | None = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; `code` is stable and machine-readable."""
+
+    type: str = Field(examples=["https://nfrecon.dev/problems/job-not-found"])
+    title: str = Field(examples=["Not Found"])
+    status: int = Field(examples=[404])
+    detail: str = Field(examples=["no job with id 'job_123'"])
+    code: str = Field(examples=["job_not_found"])
+    instance: str | None = Field(None, examples=["/v1/jobs/job_123"])
+    errors: list[ValidationIssue] | None = None
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses."""
+    return {s: {"model": Problem, "content": {"application/problem+json": {}}} for s in statuses}
+
+
+# ---------------------------------------------------------------------------------------------
+# system
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    ready: bool
+    database: str
+    broker: str
+
+
+class Limits(BaseModel):
+    max_upload_bytes: int
+    max_form_bytes: int
+    max_queue: int
+    max_queue_per_key: int
+    max_runtime_s: int
+    max_attempts: int
+
+
+class QueueInfo(BaseModel):
+    queued: int
+    running: int
+
+
+class Retention(BaseModel):
+    jobs_ttl_s: int
+    uploads_ttl_s: int
+    idempotency_ttl_s: int
+
+
+class Info(BaseModel):
+    name: str = "nfrecon"
+    version: str
+    limits: Limits
+    queue: QueueInfo
+    retention: Retention
+    auth: bool = Field(description="Whether bearer API keys are required.")
+
+
+# ---------------------------------------------------------------------------------------------
+# methods
+
+
+class MethodSummary(BaseModel):
+    name: MethodName
+    title: str
+    description: str
+    input_kinds: list[str]
+    input_formats: list[str]
+    requires_normals: bool
+    output_formats: list[str]
+    presets: list[PresetName]
+    available: bool
+    links: dict[str, str]
+
+
+class MethodDetail(MethodSummary):
+    options_schema: dict[str, Any] = Field(description="JSON Schema of `options` (a partial MethodConfig).")
+    preset_options: dict[str, dict[str, Any]] = Field(description="What each preset sets, for the configured device.")
+
+
+class MethodList(BaseModel):
+    items: list[MethodSummary]
+
+
+# ---------------------------------------------------------------------------------------------
+# uploads
+
+
+class InputReport(BaseModel):
+    """What the service found in an input file."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str
+    format: str
+    n_points: int | None = None
+    has_normals: bool | None = None
+    bbox_min: list[float] | None = None
+    bbox_max: list[float] | None = None
+    width: int | None = None
+    height: int | None = None
+    channels: int | None = None
+
+
+class UploadPublic(BaseModel):
+    id: str = Field(examples=["upl_3f9c2d1e8a7b4c6d9e0f1a2b"])
+    filename: str = Field(examples=["bunny.ply"])
+    size: int
+    sha256: str
+    media_type: str
+    kind: str
+    format: str
+    validation: InputReport
+    created_at: datetime
+    expires_at: datetime | None
+    links: dict[str, str]
+
+
+# ---------------------------------------------------------------------------------------------
+# jobs
+
+
+class JobCreate(BaseModel):
+    """A job: which method, which input upload, and options on top of a preset."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"method": "sdf", "preset": "fast", "inputs": ["upl_3f9c2d1e8a7b4c6d9e0f1a2b"], "name": "bunny",
+                 "options": {"train": {"steps": 1000}}, "preconditioning": {"initial_scale": 0.02},
+                 "output_formats": ["ply", "obj"]}
+            ]
+        },
+    )
+
+    method: MethodName = "sdf"
+    preset: PresetName | None = Field(None, description="Named preset; default from the server settings.")
+    inputs: list[str] = Field(min_length=1, max_length=1, description="Upload ids (one input per job).")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="Partial MethodConfig merged onto the preset (see GET /v1/methods/{name}).")
+    preconditioning: dict[str, Any] | None = Field(None, description="Shorthand for `options.precondition`.")
+    output_formats: list[MeshFormat] | None = Field(None, description="Shorthand for `options.extraction.formats`.")
+    name: str | None = Field(None, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Opaque client data, returned as is.")
+
+
+class JobSpec(BaseModel):
+    """The `spec` part of POST /v1/jobs/form: a JobCreate without `inputs` (the file part is the input)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: MethodName = "sdf"
+    preset: PresetName | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    preconditioning: dict[str, Any] | None = None
+    output_formats: list[MeshFormat] | None = None
+    name: str | None = Field(None, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    preset: PresetName | None = Field(None, description="Another preset; default: the original job's.")
+    options: dict[str, Any] | None = Field(None, description="Replace the original options (default: keep them).")
+
+
+class JobProgress(BaseModel):
+    phase: str | None = Field(None, examples=["train"])
+    fraction: float = Field(0.0, ge=0, le=1, examples=[0.42])
+    step: int | None = None
+    total_steps: int | None = None
+    loss: dict[str, float | None] = Field(default_factory=dict)
+    noise_scale: float | None = None
+    eta_seconds: float | None = None
+    elapsed_seconds: float | None = None
+    message: str | None = None
+
+
+class JobError(BaseModel):
+    type: str
+    title: str
+    code: Literal["invalid_input", "method_diverged", "out_of_memory", "timeout", "worker_lost", "internal"]
+    detail: str
+    retryable: bool
+    log_tail: list[str] = Field(default_factory=list)
+
+
+class JobInput(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    upload_id: str
+    filename: str
+    kind: str
+    format: str
+    n_points: int | None = None
+    has_normals: bool | None = None
+
+
+class JobPublic(BaseModel):
+    id: str = Field(examples=["job_9b1d0c6e2f3a4b5c8d7e6f01"])
+    name: str | None = None
+    method: MethodName
+    preset: str
+    status: JobStatusName
+    stage: str | None = Field(None, description="load, train, extract, evaluate, write, done")
+    progress: JobProgress | None = None
+    queue_position: int | None = Field(None, description="1 = next to run; null when not queued.")
+    attempt: int
+    max_attempts: int
+    inputs: list[JobInput]
+    options: dict[str, Any]
+    config: dict[str, Any] | None = Field(None, description="The resolved MethodConfig (view=full or GET by id).")
+    error: JobError | None = None
+    metrics: dict[str, Any] | None = None
+    retry_of: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expires_at: datetime | None = Field(None, description="When the artifacts are deleted (the record stays).")
+    artifacts_expired: bool = False
+    links: dict[str, str]
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+    next_page_token: str | None = None
+
+
+class LogLines(BaseModel):
+    lines: list[str]
+    next_offset: int = Field(description="Pass as `offset` to get the lines after these.")
+    complete: bool = Field(description="The job is finished: no more lines will come.")
+
+
+class Artifact(BaseModel):
+    name: str = Field(examples=["mesh.ply"])
+    media_type: str
+    size: int
+    sha256: str
+    url: str
+
+
+class ArtifactList(BaseModel):
+    items: list[Artifact]
+    zip_url: str

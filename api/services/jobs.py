@@ -1,0 +1,281 @@
+"""Jobs: create (validate options and inputs, enforce the queue cap, idempotency), read, cancel, retry, delete."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from api.deps import Services
+from api.errors import ProblemError, not_found
+from store import TERMINAL, IdempotencyConflict, IdempotencyKey, Job, JobStatus, Upload, utcnow
+
+SCOPE = "POST /v1/jobs"
+STATUSES = [s.value for s in JobStatus]
+
+
+def links(job_id: str) -> dict[str, str]:
+    base = f"/v1/jobs/{job_id}"
+    return {"self": base, "cancel": f"{base}/cancel", "retry": f"{base}/retry", "logs": f"{base}/logs",
+            "events": f"{base}/events", "artifacts": f"{base}/artifacts", "zip": f"{base}/artifacts/all.zip"}
+
+
+def job_public(services: Services, job: Job, *, full: bool = True, queue_position: int | None = None) -> dict:
+    if queue_position is None and job.status == JobStatus.queued.value:
+        queue_position = services.store.queue_position(job)
+    return {
+        "id": job.id, "name": job.name, "method": job.method, "preset": job.preset, "status": job.status,
+        "stage": job.stage, "progress": job.progress, "queue_position": queue_position, "attempt": job.attempt,
+        "max_attempts": job.max_attempts, "inputs": job.inputs, "options": job.options,
+        "config": job.config if full else None, "error": job.error, "metrics": job.metrics, "retry_of": job.retry_of,
+        "metadata": job.metadata_ or {}, "created_at": job.created_at, "updated_at": job.updated_at,
+        "started_at": job.started_at, "finished_at": job.finished_at, "expires_at": job.expires_at,
+        "artifacts_expired": job.artifacts_expired, "links": links(job.id),
+    }
+
+
+def etag(job: Job, queue_position: int | None) -> str:
+    return f'W/"{job.version}-{queue_position or 0}"'
+
+
+def _fingerprint(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _validation_errors(exc: ValidationError, prefix: list) -> list[dict]:
+    return [{"loc": prefix + [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))],
+             "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+
+
+def resolve_options(services: Services, method: str, preset: str, options: dict, *,
+                    preconditioning: dict | None = None, output_formats: list[str] | None = None):
+    """Merge the request's options onto the preset and validate them; 422 naming each bad field."""
+    from nfcore.presets import merge, resolve_config
+
+    overrides: dict[str, Any] = dict(options or {})
+    if "task" in overrides and overrides["task"] != method:
+        raise ProblemError(422, "invalid_options", f"options.task ({overrides['task']!r}) contradicts method {method!r}",
+                           errors=[{"loc": ["body", "options", "task"], "msg": f"must be {method!r} or absent"}])
+    if preconditioning:
+        overrides = merge(overrides, {"precondition": preconditioning})
+    if output_formats:
+        overrides = merge(overrides, {"extraction": {"formats": list(output_formats)}})
+    device = services.settings.job_device
+    if device == "cpu":
+        overrides.setdefault("device", "cpu")
+    try:
+        return resolve_config(method, preset, overrides, device="cuda" if device == "cuda" else "cpu")
+    except ValidationError as exc:
+        errors = _validation_errors(exc, ["body", "options"])
+        fields = ", ".join(".".join(str(p) for p in e["loc"][2:]) for e in errors[:5])
+        raise ProblemError(422, "invalid_options", f"invalid options: {fields}", errors=errors) from exc
+    except ValueError as exc:
+        raise ProblemError(422, "invalid_options", str(exc)) from exc
+
+
+def check_input(method: str, config, upload: Upload) -> None:
+    """Reject at submit time what would fail on the worker (service.md §5.1)."""
+    from api.services.methods import METHODS
+
+    kinds = METHODS[method]["input_kinds"]
+    if upload.kind not in kinds:
+        raise ProblemError(422, "invalid_input",
+                           f"method {method!r} takes {' or '.join(kinds)} input; upload {upload.id} "
+                           f"({upload.filename}) is a {upload.kind}",
+                           errors=[{"loc": ["body", "inputs", 0], "msg": f"a {upload.kind} is not usable by {method}"}])
+    if method == "sdf" and upload.kind == "pointcloud" and not upload.report.get("has_normals") \
+            and not config.input.estimate_normals:
+        raise ProblemError(422, "invalid_input",
+                           f"upload {upload.id} ({upload.filename}) has no normals and options.input.estimate_normals "
+                           "is false", errors=[{"loc": ["body", "inputs", 0], "msg": "point cloud without normals"}])
+
+
+def _check_queue(services: Services, owner: str) -> None:
+    s = services.settings
+    queued = services.store.count_jobs([JobStatus.queued.value])
+    # Without API keys everyone is one anonymous owner: only the global cap applies.
+    mine = services.store.count_jobs([JobStatus.queued.value], owner=owner) if owner else 0
+    if queued >= s.max_queue or mine >= s.max_queue_per_key:
+        limit = s.max_queue if queued >= s.max_queue else s.max_queue_per_key
+        raise ProblemError(429, "queue_full", f"{limit} jobs are already queued; try again later",
+                           headers={"Retry-After": str(s.retry_after_s)})
+
+
+def create_job(services: Services, owner: str, *, method: str, preset: str | None, options: dict,
+               preconditioning: dict | None, output_formats: list[str] | None, upload: Upload, name: str | None,
+               metadata: dict, idempotency_key: str | None, fingerprint_extra: dict | None = None,
+               retry_of: str | None = None, input_path=None) -> tuple[Job, bool]:
+    """Validate, insert, publish. Returns (job, replayed)."""
+    s = services.settings
+    preset = preset or s.default_preset
+    payload = {"method": method, "preset": preset, "options": options, "preconditioning": preconditioning,
+               "output_formats": output_formats, "inputs": [upload.id], "name": name, "metadata": metadata,
+               **(fingerprint_extra or {})}
+    fingerprint = _fingerprint(payload)
+    if idempotency_key:
+        if len(idempotency_key) > 255:
+            raise ProblemError(422, "invalid_idempotency_key", "Idempotency-Key is longer than 255 characters")
+        existing = services.store.get_idempotency(owner, SCOPE, idempotency_key)
+        if existing is not None:
+            return _replay(services, owner, existing, fingerprint), True
+    config = resolve_options(services, method, preset, options, preconditioning=preconditioning,
+                             output_formats=output_formats)
+    check_input(method, config, upload)
+    _check_queue(services, owner)
+
+    job_id = f"job_{uuid.uuid4().hex[:24]}"
+    src = input_path or services.artifacts.absolute(upload.path)
+    if not src.is_file():
+        raise ProblemError(409, "input_missing", f"the file of upload {upload.id} is gone (expired or deleted)")
+    services.artifacts.link_input(src, job_id)
+    now = utcnow()
+    report = upload.report or {}
+    job = Job(
+        id=job_id, owner=owner, name=name, method=method, preset=preset, options=options or {},
+        config=config.model_dump(mode="json"), queue=services.queue.queue_for(config.device),
+        inputs=[{"upload_id": upload.id, "filename": upload.filename, "kind": upload.kind, "format": upload.format,
+                 "n_points": report.get("n_points"), "has_normals": report.get("has_normals"),
+                 "sha256": upload.sha256}],
+        status=JobStatus.queued.value, attempt=0, max_attempts=s.max_attempts, retry_of=retry_of,
+        metadata_=metadata or {}, created_at=now, updated_at=now, version=1,
+    )
+    key = None
+    if idempotency_key:
+        key = IdempotencyKey(owner=owner, scope=SCOPE, key=idempotency_key, fingerprint=fingerprint,
+                             resource_id=job_id, created_at=now, expires_at=now + timedelta(seconds=s.idempotency_ttl_s))
+    try:
+        services.store.add_job(job, key)
+    except IdempotencyConflict as exc:
+        services.artifacts.remove_job(job_id)
+        return _replay(services, owner, exc.existing, fingerprint), True
+    except BaseException:
+        services.artifacts.remove_job(job_id)
+        raise
+    # Publish after commit: a worker that receives the id always finds the row.
+    services.queue.publish(job)
+    return services.store.get_job(job_id) or job, False
+
+
+def _replay(services: Services, owner: str, existing: IdempotencyKey, fingerprint: str) -> Job:
+    if existing.fingerprint != fingerprint:
+        raise ProblemError(422, "idempotency_key_reused",
+                           "this Idempotency-Key was used with a different request body; use a new key")
+    job = services.store.get_job(existing.resource_id, owner)
+    if job is None:
+        raise ProblemError(409, "idempotency_key_stale", "the job created with this Idempotency-Key was deleted")
+    return job
+
+
+def get_job(services: Services, owner: str, job_id: str) -> Job:
+    job = services.store.get_job(job_id, owner)
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+def encode_token(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        created, jid = json.loads(raw)
+        return datetime.fromisoformat(created), str(jid)
+    except Exception as exc:
+        raise ProblemError(422, "invalid_page_token", "page_token is not one this server issued",
+                           errors=[{"loc": ["query", "page_token"], "msg": "malformed"}]) from exc
+
+
+def list_jobs(services: Services, owner: str, *, status: str | None, method: str | None, page_size: int,
+              page_token: str | None, full: bool) -> dict:
+    statuses = None
+    if status:
+        statuses = [p.strip() for p in status.split(",") if p.strip()]
+        bad = [p for p in statuses if p not in STATUSES]
+        if bad:
+            raise ProblemError(422, "invalid_request", f"unknown status {bad[0]!r}; choose from {', '.join(STATUSES)}",
+                               errors=[{"loc": ["query", "status"], "msg": f"unknown status {bad[0]!r}"}])
+    before = decode_token(page_token) if page_token else None
+    rows = services.store.list_jobs(owner, statuses=statuses, method=method, limit=page_size + 1, before=before)
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return {"items": [job_public(services, j, full=full) for j in rows],
+            "next_page_token": encode_token(rows[-1]) if more else None}
+
+
+def cancel_job(services: Services, owner: str, job_id: str) -> tuple[Job, int]:
+    """Returns (job, http status): 200 canceled, 202 canceling; 409 for succeeded/failed."""
+    job = get_job(services, owner, job_id)
+    if job.status in (JobStatus.succeeded.value, JobStatus.failed.value):
+        raise ProblemError(409, "job_finished", f"job {job_id} already {job.status}; nothing to cancel")
+    status = services.store.request_cancel(job_id)
+    if status == JobStatus.canceled.value and job.status == JobStatus.queued.value:
+        services.queue.revoke(job_id)  # drop the message; a worker would skip it anyway
+    job = get_job(services, owner, job_id)
+    if job.status in (JobStatus.succeeded.value, JobStatus.failed.value):
+        raise ProblemError(409, "job_finished", f"job {job_id} finished ({job.status}) before the cancel arrived")
+    return job, (200 if job.status == JobStatus.canceled.value else 202)
+
+
+def retry_job(services: Services, owner: str, job_id: str, *, preset: str | None, options: dict | None) -> Job:
+    old = get_job(services, owner, job_id)
+    if old.status not in TERMINAL:
+        raise ProblemError(409, "job_active", f"job {job_id} is {old.status}; retry a finished job")
+    src = services.artifacts.find_job_input(job_id)
+    if src is None:
+        raise ProblemError(410, "input_expired", f"the input of job {job_id} has expired; upload it again")
+    inp = old.inputs[0]
+    upload = services.store.get_upload(inp["upload_id"]) or Upload(
+        id=inp["upload_id"], owner=owner, filename=inp["filename"], path="", size=0, sha256=inp.get("sha256", ""),
+        media_type="application/octet-stream", format=inp["format"], kind=inp["kind"],
+        report={"kind": inp["kind"], "has_normals": inp.get("has_normals"), "n_points": inp.get("n_points")})
+    job, _ = create_job(services, owner, method=old.method, preset=preset or old.preset,
+                        options=old.options if options is None else options, preconditioning=None,
+                        output_formats=None, upload=upload, name=old.name, metadata=old.metadata_ or {},
+                        idempotency_key=None, retry_of=old.id, input_path=src)
+    return job
+
+
+def delete_job(services: Services, owner: str, job_id: str) -> None:
+    job = get_job(services, owner, job_id)
+    if job.status not in TERMINAL:
+        services.store.request_cancel(job_id)
+        services.queue.revoke(job_id, terminate=job.status != JobStatus.queued.value)
+    services.store.delete_job(job_id)
+    services.artifacts.remove_job(job_id)
+
+
+def read_logs(services: Services, owner: str, job_id: str, offset: int, limit: int) -> dict:
+    job = get_job(services, owner, job_id)
+    path = services.artifacts.log_path(job_id)
+    lines: list[str] = []
+    if path.is_file():
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for i, line in enumerate(f):
+                if i < offset:
+                    continue
+                if len(lines) >= limit:
+                    break
+                if not line.endswith("\n"):
+                    break  # a line still being written
+                lines.append(line.rstrip("\n"))
+    return {"lines": lines, "next_offset": offset + len(lines), "complete": job.status in TERMINAL}
+
+
+def artifacts_of(services: Services, owner: str, job_id: str) -> tuple[Job, list[dict]]:
+    job = get_job(services, owner, job_id)
+    if job.artifacts_expired:
+        raise ProblemError(410, "artifacts_expired", f"the artifacts of job {job_id} expired at {job.expires_at}")
+    if job.status != JobStatus.succeeded.value:
+        raise ProblemError(409, "job_not_succeeded", f"job {job_id} is {job.status}; artifacts exist once it succeeded")
+    entries = services.artifacts.manifest(job_id)
+    if entries is None:
+        raise ProblemError(410, "artifacts_expired", f"the artifacts of job {job_id} are gone")
+    return job, entries

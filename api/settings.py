@@ -1,0 +1,114 @@
+"""Service settings from `NFRECON_*` environment variables (pydantic-settings), shared by API and worker."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; invalid values fail at startup, not at the first request."""
+
+    model_config = SettingsConfigDict(env_prefix="NFRECON_", extra="ignore", validate_assignment=True,
+                                      use_attribute_docstrings=True)
+
+    data_dir: Path = Path("./data")
+    """Uploads, job inputs, artifacts and logs (a shared volume when workers run elsewhere)."""
+    database_url: str | None = None
+    """SQLAlchemy URL of the job store; default: SQLite (WAL) at `<data_dir>/nfrecon.db`."""
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    """Celery broker (Redis)."""
+    queue_prefix: str = ""
+    """Prefix of the Celery queue names (`<prefix>gpu`, `<prefix>cpu`) and control exchange, to share one Redis."""
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated bearer tokens; empty = no authentication. Each key sees only its own jobs and uploads."""
+
+    max_upload_bytes: int = Field(1 * GiB, ge=1)
+    """Largest raw upload (POST /v1/uploads); enforced while streaming."""
+    max_form_bytes: int = Field(64 * MiB, ge=1)
+    """Largest one-shot multipart job request (POST /v1/jobs with files)."""
+    max_queue: int = Field(1000, ge=1)
+    """Queued jobs over all keys before POST /v1/jobs answers 429."""
+    max_queue_per_key: int = Field(100, ge=1)
+    """Queued jobs per API key before 429."""
+    max_attempts: int = Field(2, ge=1, le=10)
+    """Runs of a job whose worker was lost before it fails with `worker_lost`."""
+    max_runtime_s: int = Field(4 * 3600, ge=10)
+    """Hard time limit of one job; the soft limit (error code `timeout`) is `soft_time_margin_s` earlier."""
+    soft_time_margin_s: int = Field(120, ge=1)
+    job_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    """Artifacts of finished jobs are deleted this long after the job ended (the record stays)."""
+    upload_ttl_s: int = Field(24 * 3600, ge=1)
+    idempotency_ttl_s: int = Field(24 * 3600, ge=1)
+
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    """How often a running job touches its heartbeat (and notices a cancel request)."""
+    progress_interval_s: float = Field(1.0, ge=0)
+    """Minimum seconds between progress writes of a running job."""
+    stale_after_s: float | None = Field(None, gt=0)
+    """Heartbeat age after which a running job counts as lost; default 5 x heartbeat_interval_s."""
+    reaper_enabled: bool = True
+    """Run the reaper loop inside the API (requeue/fail lost jobs, cancel fallback, expiry)."""
+    reaper_interval_s: float = Field(10.0, gt=0)
+    republish_on_startup: bool = True
+    """Re-send every queued job to the broker when the API starts (an embedded broker forgets its queue)."""
+    cancel_grace_s: float = Field(30.0, ge=0)
+    """How long a cooperative cancel may take before the worker child is killed (revoke terminate)."""
+
+    job_device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device presets are resolved for; `cpu` jobs go to the cpu queue, others to the gpu queue."""
+    default_preset: Literal["fast", "balanced", "quality"] = "balanced"
+    retry_after_s: int = Field(30, ge=1)
+    """Retry-After sent with 429 and with non-terminal job reads."""
+    sse_poll_s: float = Field(0.5, gt=0)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v):
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.soft_time_margin_s >= self.max_runtime_s:
+            raise ValueError("soft_time_margin_s must be smaller than max_runtime_s")
+        if not self.broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
+            raise ValueError(f"broker_url must be a Redis URL, got {self.broker_url!r}")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'nfrecon.db').resolve()}"
+
+    @property
+    def stale_after(self) -> float:
+        return self.stale_after_s if self.stale_after_s is not None else 5 * self.heartbeat_interval_s
+
+    @property
+    def gpu_queue(self) -> str:
+        return f"{self.queue_prefix}gpu"
+
+    @property
+    def cpu_queue(self) -> str:
+        return f"{self.queue_prefix}cpu"
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        # Above the longest job, or Redis redelivers a running job to a second worker (celery#5306).
+        return self.max_runtime_s + 3600
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()

@@ -1,0 +1,129 @@
+"""Cheap validation of an uploaded file: what it is and whether nfcore can use it (no normal estimation)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from nfcore.errors import InputError
+from nfcore.io.meshes import MESH_EXTENSIONS, check_file, read_mesh
+from nfcore.io.points import SUPPORTED_EXTENSIONS as CLOUD_EXTENSIONS
+from nfcore.io.points import check_normals, check_points, load_raw, ply_has_faces
+
+# Kept in step with nfcore.io.images.IMAGE_EXTENSIONS (a test checks), so that dispatching on the
+# extension does not import Pillow.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
+
+
+class InputReport(BaseModel):
+    """What an input file holds, as the API reports it after upload."""
+
+    kind: Literal["pointcloud", "mesh", "image"]
+    format: str
+    """Lower-case extension without the dot (xyz, ply, npz, npy, obj, off, stl, glb, png, ...)."""
+    size_bytes: int
+    n_points: int | None = None
+    """Points of a cloud, vertices of a mesh."""
+    n_faces: int | None = None
+    has_normals: bool = False
+    """Clouds: whether the file carries normals (meshes: always, from the faces)."""
+    watertight: bool | None = None
+    """Meshes: closed, consistently wound surface (volumetric IoU is defined)."""
+    bbox_min: list[float] | None = None
+    bbox_max: list[float] | None = None
+    width: int | None = None
+    height: int | None = None
+    channels: int | None = None
+    bit_depth: int | None = None
+    """Bits per channel as read_image decodes it (8 or 16)."""
+
+
+def _bbox(points: np.ndarray) -> tuple[list[float], list[float]]:
+    return points.min(axis=0).astype(float).tolist(), points.max(axis=0).astype(float).tolist()
+
+
+def _inspect_image(path: Path, max_pixels: int) -> InputReport:
+    # Header facts come from nfcore.io.images (the same limits and channel rules as read_image);
+    # verify() then walks the data (PNG chunk CRCs, ...) to catch truncated or corrupt files.
+    from PIL import Image
+
+    from nfcore.io.images import probe_image
+
+    header = probe_image(path, max_pixels=max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.verify()
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path.name} is too large to decode safely (decompression bomb limit): {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports corrupt or truncated data as OSError/SyntaxError (its parsers' convention).
+        raise InputError(f"{path.name}: corrupt or truncated image: {exc}") from exc
+    fmt = header.format.lower()
+    return InputReport(
+        kind="image",
+        format="jpg" if fmt == "jpeg" else fmt,
+        size_bytes=path.stat().st_size,
+        width=header.width,
+        height=header.height,
+        channels=header.channels,
+        bit_depth=header.bit_depth,
+    )
+
+
+def inspect_input(
+    path: str | Path,
+    *,
+    min_points: int = 100,
+    max_points: int = 5_000_000,
+    max_pixels: int | None = None,
+) -> InputReport:
+    """Identify and validate a point cloud, mesh or image without heavy work; raises InputError.
+
+    `max_pixels` defaults to nfcore.io.images.DEFAULT_MAX_PIXELS (larger images are decompression bombs).
+    """
+    path = check_file(path)
+    ext = path.suffix.lower()
+    size = path.stat().st_size
+    if ext in IMAGE_EXTENSIONS:
+        from nfcore.io.images import DEFAULT_MAX_PIXELS
+
+        return _inspect_image(path, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
+    if ext not in CLOUD_EXTENSIONS:
+        supported = sorted(set(CLOUD_EXTENSIONS) | set(IMAGE_EXTENSIONS))
+        raise InputError(
+            f"unsupported file extension {ext or '(none)'!r} ({path.name}); supported: {', '.join(supported)}"
+        )
+    if ext in MESH_EXTENSIONS and (ext != ".ply" or ply_has_faces(path)):
+        mesh = read_mesh(path)
+        lo, hi = _bbox(np.asarray(mesh.vertices))
+        return InputReport(
+            kind="mesh",
+            format=ext[1:],
+            size_bytes=size,
+            n_points=len(mesh.vertices),
+            n_faces=len(mesh.faces),
+            has_normals=True,
+            watertight=bool(mesh.is_watertight),
+            bbox_min=lo,
+            bbox_max=hi,
+        )
+    raw = load_raw(path, max_points=max_points)
+    check_points(raw.points, path.name, min_points=min_points, max_points=max_points)
+    if raw.normals is not None:
+        check_normals(raw.normals, path.name)
+    lo, hi = _bbox(raw.points)
+    return InputReport(
+        kind="pointcloud",
+        format=ext[1:],
+        size_bytes=size,
+        n_points=len(raw.points),
+        has_normals=raw.normals is not None,
+        bbox_min=lo,
+        bbox_max=hi,
+    )

@@ -1,0 +1,166 @@
+"""Jobs API without a worker: create, validation, queue cap, idempotency, list, ETag, cancel, retry, delete, restart."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from tests.service_fixtures import create_sdf_job, upload
+
+
+def test_create_job_is_201_with_location_and_queue_position(client, sphere_file):
+    uid = upload(client, sphere_file).json()["id"]
+    r = create_sdf_job(client, uid, name="ball", metadata={"k": 1})
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] == "queued" and job["queue_position"] == 1 and job["attempt"] == 0
+    assert job["config"]["train"]["steps"] == 30 and job["config"]["task"] == "sdf"
+    assert job["inputs"][0]["upload_id"] == uid and job["inputs"][0]["has_normals"] is True
+    assert job["metadata"] == {"k": 1} and job["name"] == "ball"
+    second = create_sdf_job(client, uid).json()
+    assert second["queue_position"] == 2
+
+
+def test_invalid_options_are_422_naming_the_field(client, sphere_file):
+    uid = upload(client, sphere_file).json()["id"]
+    r = create_sdf_job(client, uid, options={"train": {"steps": -5}, "encoding": {"type": "hashgrid", "n_levelz": 3}})
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["code"] == "invalid_options"
+    locs = [e["loc"] for e in body["errors"]]
+    assert ["body", "options", "train", "steps"] in locs
+    assert any(loc[-1] == "n_levelz" for loc in locs)
+    r = create_sdf_job(client, uid, options={}, preconditioning={"start": 0.5, "end": 0.1})
+    assert r.status_code == 422 and "precondition" in json.dumps(r.json()["errors"])
+    r = client.post("/v1/jobs", json={"method": "nerf", "inputs": [uid]})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_request"
+    assert r.json()["errors"][0]["loc"] == ["body", "method"]
+
+
+def test_input_must_suit_the_method(client, sphere_file):
+    uid = upload(client, sphere_file).json()["id"]
+    r = client.post("/v1/jobs", json={"method": "image", "inputs": [uid], "preset": "fast"})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_input" and "image" in r.json()["detail"]
+    r = client.post("/v1/jobs", json={"method": "sdf", "inputs": ["upl_nope"]})
+    assert r.status_code == 404 and r.json()["code"] == "upload_not_found"
+
+
+def test_queue_full_is_429_with_retry_after(make_settings, sphere_file):
+    with TestClient(create_app(make_settings(max_queue=2, retry_after_s=17))) as c:
+        uid = upload(c, sphere_file).json()["id"]
+        assert create_sdf_job(c, uid).status_code == 201
+        assert create_sdf_job(c, uid).status_code == 201
+        r = create_sdf_job(c, uid)
+        assert r.status_code == 429 and r.headers["retry-after"] == "17" and r.json()["code"] == "queue_full"
+
+
+def test_idempotency_key_replays_and_rejects_other_bodies(client, sphere_file):
+    uid = upload(client, sphere_file).json()["id"]
+    h = {"Idempotency-Key": "job-key-1"}
+    a = create_sdf_job(client, uid, headers=h)
+    b = create_sdf_job(client, uid, headers=h)
+    assert a.status_code == 201 and b.status_code == 200 and b.headers["idempotent-replayed"] == "true"
+    assert a.json()["id"] == b.json()["id"]
+    assert len(client.get("/v1/jobs").json()["items"]) == 1
+    c = create_sdf_job(client, uid, headers=h, name="different")
+    assert c.status_code == 422 and c.json()["code"] == "idempotency_key_reused"
+
+
+def test_one_shot_multipart_form(client, sphere_file):
+    spec = json.dumps({"method": "sdf", "preset": "fast", "options": {"train": {"steps": 30}}})
+    with open(sphere_file, "rb") as f:
+        r = client.post("/v1/jobs/form", data={"spec": spec}, files={"file": ("ball.xyz", f, "text/plain")})
+    assert r.status_code == 201, r.text
+    assert r.json()["inputs"][0]["filename"] == "ball.xyz" and r.json()["config"]["train"]["steps"] == 30
+    with open(sphere_file, "rb") as f:
+        r = client.post("/v1/jobs/form", data={"spec": '{"method": "sdf", "bogus": 1}'}, files={"file": ("b.xyz", f)})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "spec", "bogus"]
+    with open(sphere_file, "rb") as f:
+        r = client.post("/v1/jobs/form", files={"file": ("b.dxf", f)})
+    assert r.status_code == 415
+
+
+def test_form_body_limit_is_413(make_settings, sphere_file):
+    with TestClient(create_app(make_settings(max_form_bytes=5000))) as c, open(sphere_file, "rb") as f:
+        r = c.post("/v1/jobs/form", files={"file": ("ball.xyz", f)})
+    assert r.status_code == 413 and r.json()["code"] == "too_large"
+
+
+def test_list_filters_and_pages(client, sphere_file):
+    uid = upload(client, sphere_file).json()["id"]
+    ids = [create_sdf_job(client, uid).json()["id"] for _ in range(5)]
+    client.post(f"/v1/jobs/{ids[0]}/cancel")
+    page = client.get("/v1/jobs", params={"page_size": 2}).json()
+    assert [j["id"] for j in page["items"]] == ids[::-1][:2] and page["items"][0]["config"] is None
+    seen = [j["id"] for j in page["items"]]
+    while page["next_page_token"]:
+        page = client.get("/v1/jobs", params={"page_size": 2, "page_token": page["next_page_token"]}).json()
+        seen += [j["id"] for j in page["items"]]
+    assert seen == ids[::-1]
+    canceled = client.get("/v1/jobs", params={"status": "canceled"}).json()["items"]
+    assert [j["id"] for j in canceled] == [ids[0]]
+    assert client.get("/v1/jobs", params={"status": "queued,running", "method": "sdf"}).json()["items"][0]["id"] == ids[4]
+    assert client.get("/v1/jobs", params={"status": "lost"}).status_code == 422
+    assert client.get("/v1/jobs", params={"page_token": "garbage!"}).json()["code"] == "invalid_page_token"
+
+
+def test_get_job_etag_304_and_404(client, sphere_file):
+    uid = upload(client, sphere_file).json()["id"]
+    jid = create_sdf_job(client, uid).json()["id"]
+    r = client.get(f"/v1/jobs/{jid}")
+    tag = r.headers["etag"]
+    assert r.headers["retry-after"]
+    assert client.get(f"/v1/jobs/{jid}", headers={"If-None-Match": tag}).status_code == 304
+    client.post(f"/v1/jobs/{jid}/cancel")
+    r2 = client.get(f"/v1/jobs/{jid}", headers={"If-None-Match": tag})
+    assert r2.status_code == 200 and r2.headers["etag"] != tag and "retry-after" not in r2.headers
+    r = client.get("/v1/jobs/job_missing")
+    assert r.status_code == 404 and r.json()["code"] == "job_not_found"
+
+
+def test_cancel_queued_then_retry_then_delete(client, sphere_file, make_settings):
+    uid = upload(client, sphere_file).json()["id"]
+    jid = create_sdf_job(client, uid).json()["id"]
+    r = client.post(f"/v1/jobs/{jid}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    assert client.post(f"/v1/jobs/{jid}/cancel").status_code == 200  # idempotent
+    assert client.get(f"/v1/jobs/{jid}/artifacts").status_code == 409
+    client.delete(f"/v1/uploads/{uid}")  # the job keeps its own copy of the input
+    r = client.post(f"/v1/jobs/{jid}/retry", json={"options": {"train": {"steps": 40}}})
+    assert r.status_code == 201, r.text
+    new = r.json()
+    assert new["retry_of"] == jid and new["status"] == "queued" and new["config"]["train"]["steps"] == 40
+    assert client.post(f"/v1/jobs/{new['id']}/retry").status_code == 409  # still queued
+    assert client.delete(f"/v1/jobs/{jid}").status_code == 204
+    assert client.get(f"/v1/jobs/{jid}").status_code == 404
+    assert not (make_settings().data_dir / "jobs" / jid).exists()
+    assert client.get(f"/v1/jobs/{new['id']}").status_code == 200
+
+
+def test_logs_and_events_of_a_finished_job(client, sphere_file):
+    uid = upload(client, sphere_file).json()["id"]
+    jid = create_sdf_job(client, uid).json()["id"]
+    client.post(f"/v1/jobs/{jid}/cancel")
+    logs = client.get(f"/v1/jobs/{jid}/logs").json()
+    assert logs == {"lines": [], "next_offset": 0, "complete": True}
+    with client.stream("GET", f"/v1/jobs/{jid}/events") as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        text = "".join(r.iter_text())
+    assert "event: status" in text and '"status":"canceled"' in text
+    assert text.rstrip().endswith(json.dumps({"id": jid, "status": "canceled"}))
+
+
+def test_restarted_api_finds_every_job(make_settings, sphere_file):
+    settings = make_settings()
+    with TestClient(create_app(settings)) as c:
+        uid = upload(c, sphere_file).json()["id"]
+        ids = {create_sdf_job(c, uid).json()["id"] for _ in range(3)}
+        c.post(f"/v1/jobs/{sorted(ids)[0]}/cancel")
+    with TestClient(create_app(make_settings())) as c2:
+        items = c2.get("/v1/jobs").json()["items"]
+        assert {j["id"] for j in items} == ids
+        assert sorted(j["status"] for j in items) == ["canceled", "queued", "queued"]
+        assert c2.get(f"/v1/uploads/{uid}").status_code == 200

@@ -1,0 +1,61 @@
+"""Health, readiness, info, methods and the OpenAPI document."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from nfrecon.serve import free_port
+
+
+def test_health_and_ready(client):
+    assert client.get("/v1/health").json() == {"status": "ok"}
+    r = client.get("/v1/ready")
+    assert r.status_code == 200 and r.json() == {"ready": True, "database": "ok", "broker": "ok"}
+
+
+def test_ready_is_503_when_the_broker_is_down(make_settings):
+    settings = make_settings(broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    with TestClient(create_app(settings)) as c:
+        r = c.get("/v1/ready")
+    assert r.status_code == 503
+    assert r.json()["database"] == "ok" and r.json()["broker"].startswith("error")
+
+
+def test_info_reports_limits_and_queue(make_settings):
+    with TestClient(create_app(make_settings(max_upload_bytes=12345, max_queue=7))) as c:
+        info = c.get("/v1/info").json()
+    assert info["limits"]["max_upload_bytes"] == 12345 and info["limits"]["max_queue"] == 7
+    assert info["queue"] == {"queued": 0, "running": 0}
+    assert info["auth"] is False and info["version"]
+
+
+def test_methods_and_schema(client):
+    items = client.get("/v1/methods").json()["items"]
+    assert {m["name"] for m in items} == {"sdf", "image", "occupancy"}
+    sdf = client.get("/v1/methods/sdf").json()
+    schema = sdf["options_schema"]
+    assert "precondition" in schema["properties"] and "train" in schema["properties"]
+    assert sdf["preset_options"]["fast"]["train"]["steps"] > 0
+    r = client.get("/v1/methods/nerf")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "method_not_found"
+
+
+def test_openapi_has_stable_ids_and_problem_responses(client):
+    doc = client.get("/openapi.json").json()
+    ops = [op for path in doc["paths"].values() for op in path.values()]
+    ids = [op["operationId"] for op in ops]
+    assert len(ids) == len(set(ids))
+    assert {"create_upload", "create_job", "create_job_form", "get_job", "cancel_job", "retry_job", "delete_job",
+            "job_logs", "job_events", "list_artifacts", "download_artifact", "download_zip"} <= set(ids)
+    create = doc["paths"]["/v1/jobs"]["post"]
+    assert {"201", "404", "409", "422", "429"} <= set(create["responses"])
+    assert "application/problem+json" in create["responses"]["429"]["content"]
+    assert "application/octet-stream" in doc["paths"]["/v1/uploads"]["post"]["requestBody"]["content"]
+    assert "Problem" in doc["components"]["schemas"]
+
+
+def test_unknown_route_is_a_problem(client):
+    r = client.get("/v1/nothing")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"

@@ -1,0 +1,145 @@
+"""Identity, Fourier and triplane encodings; build_encoding dispatch."""
+
+import math
+
+import pytest
+import torch
+
+from nfcore.config import (
+    FourierEncodingConfig,
+    HashGridEncodingConfig,
+    IdentityEncodingConfig,
+    TriplaneEncodingConfig,
+)
+from nfcore.encodings import (
+    FourierEncoding,
+    HashGridEncoding,
+    IdentityEncoding,
+    TriplaneEncoding,
+    build_encoding,
+)
+from nfcore.errors import InputError
+
+
+def test_public_api():
+    import nfcore.encodings as enc
+
+    for name in enc.__all__:
+        assert hasattr(enc, name), name
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_identity(dim):
+    enc = build_encoding(IdentityEncodingConfig(), dim)
+    x = torch.rand(7, dim)
+    assert isinstance(enc, IdentityEncoding) and enc.out_dim == dim and not enc.has_tables
+    assert torch.equal(enc(x), x)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_fourier_formula_and_dims(dim):
+    enc = build_encoding(FourierEncodingConfig(n_frequencies=4), dim)
+    assert isinstance(enc, FourierEncoding) and enc.out_dim == 2 * dim * 4
+    x = torch.rand(5, dim, dtype=torch.float64) * 2 - 1
+    out = enc.double()(x)
+    freqs = [1.0, 2.0, 4.0, 8.0]  # 2^linspace(0, L-1, L), no pi
+    sines = torch.stack([torch.sin(f * x[:, a]) for a in range(dim) for f in freqs], dim=-1)
+    cosines = torch.stack([torch.cos(f * x[:, a]) for a in range(dim) for f in freqs], dim=-1)
+    assert torch.allclose(out, torch.cat([sines, cosines], dim=-1), atol=1e-6)
+
+
+def test_fourier_options():
+    x = torch.rand(3, 3) * 2 - 1
+    with_pi = build_encoding(FourierEncodingConfig(n_frequencies=2, include_pi=True, include_input=True), 3)
+    out = with_pi(x)
+    assert with_pi.out_dim == 3 + 12 and out.shape == (3, 15)
+    assert torch.equal(out[:, :3], x)
+    assert torch.allclose(out[:, 3 + 1], torch.sin(2 * math.pi * x[:, 0]), atol=1e-5)  # axis 0, f = 2 pi
+
+
+def test_fourier_default_matches_release_size():
+    # 12 octaves on 3 axes = 72 features (Ling et al. release)
+    assert build_encoding(FourierEncodingConfig(), 3).out_dim == 72
+
+
+def _bilinear(plane, u, v):
+    """Hand bilinear sample of plane (F, R, R) at u (width axis), v (height axis) in [-1, 1], align_corners."""
+    r = plane.shape[-1]
+    pu, pv = (u + 1) / 2 * (r - 1), (v + 1) / 2 * (r - 1)
+    i0, j0 = int(math.floor(pu)), int(math.floor(pv))
+    i1, j1 = min(i0 + 1, r - 1), min(j0 + 1, r - 1)
+    a, b = pu - i0, pv - j0
+    return (
+        plane[:, j0, i0] * (1 - a) * (1 - b)
+        + plane[:, j0, i1] * a * (1 - b)
+        + plane[:, j1, i0] * (1 - a) * b
+        + plane[:, j1, i1] * a * b
+    )
+
+
+def test_triplane_samples_xy_xz_yz_bilinearly():
+    cfg = TriplaneEncodingConfig(resolution=5, n_features=2)
+    enc = build_encoding(cfg, 3, generator=torch.Generator().manual_seed(0)).double()
+    assert isinstance(enc, TriplaneEncoding) and enc.has_tables and enc.out_dim == 6
+    x = torch.tensor([[0.3, -0.55, 0.8]], dtype=torch.float64)
+    out = enc(x)[0]
+    planes = enc.planes.detach()
+    expected = torch.cat(
+        [_bilinear(planes[0], 0.3, -0.55), _bilinear(planes[1], 0.3, 0.8), _bilinear(planes[2], -0.55, 0.8)]
+    )
+    assert torch.allclose(out, expected, atol=1e-12)
+
+
+def test_triplane_reductions_and_2d():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(9, 3, generator=gen) * 2 - 1
+    feats = {}
+    for reduce in ("concat", "sum", "product"):
+        enc = build_encoding(
+            TriplaneEncodingConfig(resolution=8, n_features=4, reduce=reduce),
+            3,
+            generator=torch.Generator().manual_seed(2),
+        )
+        feats[reduce] = enc(x)
+    per_plane = feats["concat"].view(9, 3, 4)
+    assert feats["sum"].shape == (9, 4)
+    assert torch.allclose(feats["sum"], per_plane.sum(1), atol=1e-6)
+    assert torch.allclose(feats["product"], per_plane.prod(1), atol=1e-6)
+    enc2 = build_encoding(TriplaneEncodingConfig(resolution=8, n_features=4), 2)
+    assert enc2.planes.shape == (1, 4, 8, 8) and enc2(torch.rand(5, 2)).shape == (5, 4)
+    with pytest.raises(InputError, match="2D or 3D"):
+        build_encoding(TriplaneEncodingConfig(), 4)
+
+
+def test_triplane_gradients_reach_coordinates():
+    # Unlike nerfstudio's triplane, coordinates are not detached: SDF losses need d f / d x.
+    enc = build_encoding(
+        TriplaneEncodingConfig(resolution=6, n_features=2), 3, generator=torch.Generator().manual_seed(3)
+    )
+    enc = enc.double()
+    x = (torch.rand(4, 3, dtype=torch.float64) * 1.6 - 0.8).requires_grad_()
+    assert torch.autograd.gradcheck(enc, (x,))
+    (g,) = torch.autograd.grad(enc(x).sum(), x, create_graph=True)
+    assert g.abs().sum() > 0
+    g.square().sum().backward()  # second order through grid_sample (eikonal with autograd)
+    assert enc.planes.grad is not None and enc.planes.grad.abs().sum() > 0
+
+
+def test_build_encoding_dispatch_and_device():
+    gen = torch.Generator().manual_seed(0)
+    enc = build_encoding(HashGridEncodingConfig(log2_hashmap_size=10, backend="torch"), 3, device="cpu", generator=gen)
+    assert isinstance(enc, HashGridEncoding) and enc.has_tables and enc.table.device.type == "cpu"
+    assert build_encoding(FourierEncodingConfig(), 3).has_tables is False
+    with pytest.raises(InputError, match="dimension"):
+        build_encoding(IdentityEncodingConfig(), 0)
+
+
+def test_tables_deterministic_with_generator():
+    a = build_encoding(TriplaneEncodingConfig(resolution=8), 3, generator=torch.Generator().manual_seed(5))
+    b = build_encoding(TriplaneEncodingConfig(resolution=8), 3, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a.planes, b.planes)
+    cfg = HashGridEncodingConfig(log2_hashmap_size=10)
+    h1 = build_encoding(cfg, 3, generator=torch.Generator().manual_seed(5))
+    h2 = build_encoding(cfg, 3, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(h1.table, h2.table)
+    assert h1.table.abs().max() <= cfg.init_scale and h1.table.abs().max() > cfg.init_scale / 2

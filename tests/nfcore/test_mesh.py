@@ -1,0 +1,128 @@
+"""nfcore.mesh: marching cubes on analytic fields, dense, coarse-to-fine and slab-wise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from nfcore.mesh import extract_mesh, largest_component
+
+R = 0.6137  # not on any test grid's nodes: a node exactly on the surface makes topology float-noise dependent
+
+
+def sphere_sdf(x: torch.Tensor) -> torch.Tensor:
+    return x.norm(dim=1) - R
+
+
+@pytest.mark.parametrize("coarse_to_fine", [False, True])
+def test_sphere_area_and_radius(coarse_to_fine):
+    mesh = extract_mesh(sphere_sdf, resolution=96, coarse_to_fine=coarse_to_fine)
+    radius = np.linalg.norm(mesh.vertices, axis=1)
+    assert mesh.area == pytest.approx(4 * np.pi * R**2, rel=0.02)
+    assert radius.mean() == pytest.approx(R, rel=0.01)
+    assert mesh.is_watertight
+    assert mesh.volume > 0  # faces wind outward for an SDF negative inside
+
+
+@pytest.mark.parametrize(("resolution", "coarse_step"), [(128, None), (101, None), (128, 4)])
+def test_coarse_to_fine_equals_dense_and_evaluates_less(resolution, coarse_step):
+    counts = {}
+
+    def counting(name):
+        def fn(x):
+            counts[name] = counts.get(name, 0) + len(x)
+            return sphere_sdf(x)
+
+        return fn
+
+    dense = extract_mesh(counting("dense"), resolution=resolution, coarse_to_fine=False)
+    c2f = extract_mesh(counting("c2f"), resolution=resolution, coarse_to_fine=True, coarse_step=coarse_step)
+    assert counts["dense"] == resolution**3
+    assert counts["c2f"] < 0.4 * counts["dense"]
+    np.testing.assert_array_equal(c2f.faces, dense.faces)
+    np.testing.assert_allclose(c2f.vertices, dense.vertices, atol=1e-5)  # float32 values differ by batch
+
+
+@pytest.mark.parametrize("coarse_to_fine", [False, True])
+def test_slabs_merge_into_the_same_mesh(coarse_to_fine):
+    whole = extract_mesh(sphere_sdf, resolution=80, coarse_to_fine=coarse_to_fine)
+    slabs = extract_mesh(sphere_sdf, resolution=80, coarse_to_fine=coarse_to_fine, slab_size=7)
+    assert len(slabs.vertices) == len(whole.vertices)
+    assert len(slabs.faces) == len(whole.faces)
+    assert slabs.is_watertight
+    assert slabs.area == pytest.approx(whole.area, rel=1e-6)  # float32 vertices, local vs global x
+    assert slabs.volume == pytest.approx(whole.volume, rel=1e-6)
+
+
+def test_vertices_are_exactly_on_grid_coordinates():
+    # For a linear field marching cubes is exact, so every vertex must satisfy the plane equation;
+    # a sheared index decode (idx / N) or an off-by-one spacing would move them by up to a voxel.
+    a = torch.tensor([0.3, -0.5, 0.8])
+
+    def plane(x):
+        return x @ a - 0.1
+
+    mesh = extract_mesh(plane, resolution=41, bounds=(-0.5, 0.7), coarse_to_fine=False)
+    residual = mesh.vertices @ a.double().numpy() - 0.1
+    assert np.abs(residual).max() < 1e-5
+    assert mesh.vertices.min() >= -0.5 - 1e-9 and mesh.vertices.max() <= 0.7 + 1e-9
+    assert mesh.vertices[:, 0].max() == pytest.approx(0.7, abs=1e-6)  # the last node is at hi
+
+
+def test_gradient_normals_and_progress():
+    fractions = []
+
+    def grad(x):
+        return x / x.norm(dim=1, keepdim=True)
+
+    mesh = extract_mesh(sphere_sdf, resolution=64, gradient_fn=grad, progress=fractions.append, chunk_size=2000)
+    radial = mesh.vertices / np.linalg.norm(mesh.vertices, axis=1, keepdims=True)
+    np.testing.assert_allclose(mesh.vertex_normals, radial, atol=1e-5)
+    assert fractions[-1] == 1.0
+    assert all(b >= a for a, b in zip(fractions, fractions[1:], strict=False))
+    assert len(fractions) > 5 and 0.0 < fractions[0] < 0.5
+
+
+def test_chunks_are_bounded():
+    sizes = []
+
+    def fn(x):
+        sizes.append(len(x))
+        return sphere_sdf(x)
+
+    extract_mesh(fn, resolution=64, chunk_size=3000)
+    assert max(sizes) <= 3000
+
+
+def test_field_with_1d_output_column():
+    mesh = extract_mesh(lambda x: sphere_sdf(x)[:, None], resolution=32)
+    assert mesh.area == pytest.approx(4 * np.pi * R**2, rel=0.05)
+
+
+@pytest.mark.parametrize("coarse_to_fine", [False, True])
+def test_no_surface_raises(coarse_to_fine):
+    with pytest.raises(ValueError, match="no surface"):
+        extract_mesh(lambda x: x.norm(dim=1) + 1.0, resolution=32, coarse_to_fine=coarse_to_fine)
+
+
+def test_nan_field_raises():
+    with pytest.raises(ValueError, match="NaN"):
+        extract_mesh(lambda x: torch.full((len(x),), float("nan")), resolution=16)
+
+
+def test_largest_component():
+    big = trimesh.creation.icosphere(subdivisions=2, radius=1.0)
+    small = trimesh.creation.icosphere(subdivisions=2, radius=0.2)
+    small.apply_translation([3.0, 0.0, 0.0])
+    both = trimesh.util.concatenate([small, big])
+    normals = np.tile([0.0, 0.0, 1.0], (len(both.vertices), 1))  # stand-in for field normals
+    both.vertex_normals = normals
+    kept = largest_component(both)
+    assert len(kept.faces) == len(big.faces)
+    assert kept.area == pytest.approx(big.area)
+    assert kept.volume == pytest.approx(big.volume)
+    np.testing.assert_allclose(kept.vertex_normals, 0.0 * kept.vertices + [0.0, 0.0, 1.0])
+    single = largest_component(big)
+    assert single is big

@@ -1,0 +1,61 @@
+"""JobQueue: publish jobs to Celery and revoke them (used by the API and the reaper)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from api.settings import Settings
+from store import Job, JobStore
+from worker.celery_app import TASK_RECONSTRUCT, make_celery
+
+logger = logging.getLogger("nfrecon.queue")
+
+
+class JobQueue:
+    """The broker side of jobs: only the job id travels; the DB row is written (and committed) first."""
+
+    def __init__(self, settings: Settings, store: JobStore, celery: Celery | None = None):
+        self.settings = settings
+        self.store = store
+        self.celery = celery or make_celery(settings)
+
+    def queue_for(self, config_device: str) -> str:
+        """CPU-only jobs go to the cpu queue; everything else to the gpu queue (which CPU workers may also serve)."""
+        return self.settings.cpu_queue if config_device == "cpu" else self.settings.gpu_queue
+
+    def publish(self, job: Job) -> bool:
+        """Send the job's message; False (and the job stays unpublished for the reaper) if the broker is down."""
+        try:
+            self.celery.send_task(
+                TASK_RECONSTRUCT,
+                args=[job.id],
+                task_id=job.id,
+                queue=job.queue,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5},
+            )
+        except Exception:
+            logger.exception("could not publish job %s; the reaper will retry", job.id)
+            return False
+        self.store.mark_published(job.id)
+        return True
+
+    def revoke(self, job_id: str, *, terminate: bool = False) -> None:
+        """Drop a queued message, or (terminate) kill the child running it: SIGKILL, as a last resort."""
+        try:
+            if terminate:
+                self.celery.control.revoke(job_id, terminate=True, signal="SIGKILL")
+            else:
+                self.celery.control.revoke(job_id)
+        except Exception:
+            logger.exception("revoke of %s failed", job_id)
+
+    def ping(self, timeout: float = 2.0) -> None:
+        """Raise if the broker cannot be reached."""
+        with self.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+
+    def close(self) -> None:
+        self.celery.close()

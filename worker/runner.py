@@ -1,0 +1,247 @@
+"""`run_job(job_id, ctx)`: run one job from the job table, Celery-agnostic (testable without a broker).
+
+The runner claims the job with a conditional transition, runs `nfcore.fit` in a fresh attempt
+directory, writes progress at most every `progress_interval_s`, keeps a heartbeat from a
+background thread (so a long marching-cubes pass is not mistaken for a dead worker), stops
+cooperatively when the job is set to `canceling`, publishes the outputs with one rename, and ends
+with a conditional terminal transition (a duplicate or a lost attempt changes nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from api.settings import Settings
+from store import ArtifactStore, JobStatus, JobStore, job_error, make_engine, utcnow
+
+logger = logging.getLogger("nfrecon.worker")
+
+
+class JobLog:
+    """Append-only job log (`job.log`); keeps the last lines for `error.log_tail`."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(path, "a", encoding="utf-8", buffering=1)
+        self._lock = threading.Lock()
+        self.tail: deque[str] = deque(maxlen=20)
+
+    def write(self, message: str) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+        with self._lock:
+            for line in message.rstrip("\n").splitlines() or [""]:
+                text = f"{stamp} {line}"
+                self._f.write(text + "\n")
+                self.tail.append(text)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class _LogHandler(logging.Handler):
+    def __init__(self, log: JobLog):
+        super().__init__(logging.INFO)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.log.write(f"[{record.levelname.lower()}] {record.name}: {record.getMessage()}")
+
+
+@dataclass
+class RunContext:
+    """What a run needs from its host: stores, settings, its name, and which exceptions mean timeout."""
+
+    store: JobStore
+    artifacts: ArtifactStore
+    settings: Settings
+    worker: str = "local"
+    timeout_errors: tuple[type[BaseException], ...] = ()
+    device: str | None = None
+    """Force a device ("cpu"/"cuda"); None = CUDA when available, else CPU."""
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs) -> RunContext:
+        store = JobStore(make_engine(settings.resolved_database_url))
+        return cls(store=store, artifacts=ArtifactStore(settings.data_dir), settings=settings, **kwargs)
+
+
+class _Heartbeat(threading.Thread):
+    """Touches the heartbeat every interval; flags a cancel request or a lost claim."""
+
+    def __init__(self, store: JobStore, job_id: str, attempt: int, interval: float):
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.store, self.job_id, self.attempt, self.interval = store, job_id, attempt, interval
+        self.cancel = threading.Event()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+
+    def beat(self) -> None:
+        try:
+            status = self.store.heartbeat(self.job_id, self.attempt)
+        except Exception:  # a DB hiccup must not kill the job; the next beat retries
+            logger.exception("heartbeat failed for %s", self.job_id)
+            return
+        if status is None:
+            self.lost.set()
+        elif status == JobStatus.canceling.value:
+            self.cancel.set()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _pick_device(ctx: RunContext, config_device: str) -> str:
+    if ctx.device:
+        return ctx.device
+    import torch
+
+    # CPU-only machines run gpu-queue jobs on CPU rather than failing them.
+    if config_device in ("auto", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def _classify(exc: BaseException, ctx: RunContext) -> str:
+    from nfcore.errors import InputError
+
+    if isinstance(exc, InputError):
+        return "invalid_input"
+    if ctx.timeout_errors and isinstance(exc, ctx.timeout_errors):
+        return "timeout"
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return "out_of_memory"
+    if type(exc).__name__ == "DivergedError" or isinstance(exc, FloatingPointError):
+        return "method_diverged"
+    return "internal"
+
+
+def run_job(job_id: str, ctx: RunContext) -> str:
+    """Run job `job_id` to a terminal state and return that state.
+
+    Returns "skipped" when there is nothing to do (finished, canceled, deleted) and "busy" when the
+    job is running with a live heartbeat (a duplicate delivery, or our own child just died).
+    """
+    store, settings = ctx.store, ctx.settings
+    stale_before = utcnow() - timedelta(seconds=settings.stale_after)
+    job = store.claim(job_id, ctx.worker, stale_before=stale_before)
+    if job is None:
+        current = store.get_job(job_id)
+        if current is not None and current.status in (JobStatus.running.value, JobStatus.canceling.value):
+            # Running with a live heartbeat: a duplicate delivery, or a redelivery right after
+            # our own child died. The caller may look again once the heartbeat could be stale.
+            logger.info("job %s is running elsewhere (heartbeat alive)", job_id)
+            return "busy"
+        logger.info("job %s not claimable (finished, canceled or deleted); skipping", job_id)
+        return "skipped"
+    attempt = job.attempt
+    expires = utcnow() + timedelta(seconds=settings.job_ttl_s)
+    log = JobLog(ctx.artifacts.log_path(job_id))
+    log.write(f"attempt {attempt}/{job.max_attempts} on {ctx.worker}")
+    if attempt > job.max_attempts:
+        log.write(f"giving up: the worker was lost {attempt - 1} times")
+        store.fail_lost(job_id, attempt, f"worker lost {attempt - 1} times (max_attempts={job.max_attempts})",
+                        stale_before=None, expires_at=expires, log_tail=list(log.tail))
+        log.close()
+        return JobStatus.failed.value
+
+    heartbeat = _Heartbeat(store, job_id, attempt, settings.heartbeat_interval_s)
+    heartbeat.start()
+    handler = _LogHandler(log)
+    nfcore_logger = logging.getLogger("nfcore")
+    nfcore_logger.addHandler(handler)
+    started = time.perf_counter()
+    last_progress_log = [-1.0]
+    try:
+        # Imported here, in the job's child process, never in the worker parent (CUDA + fork).
+        from nfcore.config import load_config
+        from nfcore.errors import FitCanceled
+        from nfcore.fit import fit
+
+        try:
+            config = load_config(job.config)
+            config.train.progress_interval_s = min(config.train.progress_interval_s, settings.progress_interval_s)
+            input_path = ctx.artifacts.find_job_input(job_id)
+            if input_path is None:
+                raise FileNotFoundError(f"input of job {job_id} is missing from the data directory")
+            device = _pick_device(ctx, config.device)
+            log.write(f"method {job.method} preset {job.preset} on {device}; input {input_path.name}")
+            out_dir = ctx.artifacts.attempt_dir(job_id, attempt)
+
+            def on_progress(p) -> bool:
+                if heartbeat.lost.is_set():
+                    return False
+                data = p.to_dict() if hasattr(p, "to_dict") else dict(p)
+                store.set_progress(job_id, attempt, data.get("phase") or "train", data)
+                if time.perf_counter() - last_progress_log[0] >= 5.0 or data.get("fraction", 0) >= 1.0:
+                    last_progress_log[0] = time.perf_counter()
+                    loss = ", ".join(f"{k}={v:.4g}" for k, v in (data.get("loss") or {}).items())
+                    log.write(f"{data.get('phase')} {100 * data.get('fraction', 0):.1f}% step "
+                              f"{data.get('step')}/{data.get('total_steps')} {loss} {data.get('message') or ''}".rstrip())
+                return not heartbeat.cancel.is_set()
+
+            result = fit(input_path, config, out_dir, device=device, callback=on_progress)
+            if heartbeat.cancel.is_set():
+                raise FitCanceled("canceled after the fit finished")
+            entries = ctx.artifacts.publish(job_id, out_dir)
+            run_seconds = time.perf_counter() - started
+            metrics = dict(result.metrics or {})
+            metrics.update(
+                run_seconds=round(run_seconds, 3),
+                fit_seconds=round(float(result.seconds), 3),
+                steps=int(result.steps),
+                device=device,
+                queue_seconds=round((job.started_at - job.created_at).total_seconds(), 3) if job.started_at else None,
+                artifacts=[e["name"] for e in entries],
+            )
+            log.write(f"succeeded in {run_seconds:.1f} s; artifacts: {', '.join(e['name'] for e in entries)}")
+            if store.finish(job_id, attempt, JobStatus.succeeded, metrics=_jsonable(metrics), expires_at=expires):
+                return JobStatus.succeeded.value
+            log.write("job changed under us (canceled or deleted); result discarded")
+            return "skipped"
+        except FitCanceled:
+            log.write("canceled")
+            store.finish(job_id, attempt, JobStatus.canceled, expires_at=expires)
+            return JobStatus.canceled.value
+    except BaseException as exc:
+        code = _classify(exc, ctx)
+        log.write(f"failed ({code}): {type(exc).__name__}: {exc}")
+        if code == "internal":
+            log.write(traceback.format_exc())
+        store.finish(job_id, attempt, JobStatus.failed, error=job_error(code, f"{type(exc).__name__}: {exc}",
+                                                                        list(log.tail)), expires_at=expires)
+        if not isinstance(exc, Exception):
+            raise  # SystemExit / KeyboardInterrupt: let the worker shut down
+        return JobStatus.failed.value
+    finally:
+        heartbeat.stop()
+        nfcore_logger.removeHandler(handler)
+        log.close()
+
+
+def _jsonable(obj):
+    """Metrics as plain JSON (numpy scalars and NaN are not)."""
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item"):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
