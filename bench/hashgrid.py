@@ -129,35 +129,45 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(
-    variant, gradient, *, log2, levels, features, hidden, layers, batch, steps, warmup, repeats, device, seed=0
-):
-    """Median samples/s over `repeats` timings of `steps` steps (after `warmup` steps)."""
-    field = _field(variant, log2, levels, features, hidden, layers, device, seed)
-    step = sdf_step_fn(field, batch, gradient, device, seed)
-    losses = [step() for _ in range(warmup)]
-    rates, cpu_rates = [], []
+def measure(combos, *, log2, levels, features, hidden, layers, batch, steps, warmup, repeats, device, seed=0):
+    """Median samples/s of each (variant, gradient) over `repeats` timings of `steps` steps.
+
+    The timings are interleaved (repeat r of every combination, then repeat r + 1), so that
+    load from other processes on a shared machine affects all combinations alike.
+    """
+    runs = []
+    for variant, gradient in combos:
+        field = _field(variant, log2, levels, features, hidden, layers, device, seed)
+        step = sdf_step_fn(field, batch, gradient, device, seed)
+        runs.append({"step": step, "losses": [step() for _ in range(warmup)], "rates": [], "cpu": []})
     for _ in range(repeats):
-        _sync(device)
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(steps):
-            losses.append(step())
-        _sync(device)
-        rates.append(2 * batch * steps / (time.perf_counter() - t0))
-        cpu_rates.append(2 * batch * steps / max(time.process_time() - c0, 1e-9))
-    return {
-        "variant": variant,
-        "gradient": gradient,
-        "log2_hashmap_size": log2,
-        "batch_samples": 2 * batch,
-        "samples_per_s": statistics.median(rates),
-        "samples_per_s_all": rates,
-        # Samples per second of process CPU time (all threads): robust to other load on a shared
-        # machine; x threads approximates an idle machine with perfect intra-op scaling.
-        "samples_per_cpu_s": statistics.median(cpu_rates),
-        "final_loss": losses[-1],
-        "finite_loss": all(map(lambda v: v == v and abs(v) < float("inf"), losses)),
-    }
+        for run in runs:
+            _sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                run["losses"].append(run["step"]())
+            _sync(device)
+            run["rates"].append(2 * batch * steps / (time.perf_counter() - t0))
+            run["cpu"].append(2 * batch * steps / max(time.process_time() - c0, 1e-9))
+    results = []
+    for (variant, gradient), run in zip(combos, runs, strict=True):
+        losses = run["losses"]
+        results.append(
+            {
+                "variant": variant,
+                "gradient": gradient,
+                "log2_hashmap_size": log2,
+                "batch_samples": 2 * batch,
+                "samples_per_s": statistics.median(run["rates"]),
+                "samples_per_s_all": run["rates"],
+                # Samples per second of process CPU time (all threads): less sensitive to other
+                # load than wall time (but idle OpenMP threads spinning also count).
+                "samples_per_cpu_s": statistics.median(run["cpu"]),
+                "final_loss": losses[-1],
+                "finite_loss": all(v == v and abs(v) < float("inf") for v in losses),
+            }
+        )
+    return results
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -181,20 +191,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows = []
+    combos = [(v, g) for v in args.variants for g in args.gradients]
     for log2 in args.log2:
-        for variant in args.variants:
-            for gradient in args.gradients:
-                r = measure(
-                    variant, gradient, log2=log2, levels=args.levels, features=args.features, hidden=args.hidden,
-                    layers=args.layers, batch=args.batch, steps=args.steps, warmup=args.warmup,
-                    repeats=args.repeats, device=device,
-                )  # fmt: skip
-                rows.append(r)
-                print(
-                    f"log2={log2:2d} {variant:9s} {gradient:17s} {r['samples_per_s']:.3e} samples/s "
-                    f"({r['samples_per_cpu_s']:.3e} per CPU-s)",
-                    flush=True,
-                )
+        results = measure(
+            combos, log2=log2, levels=args.levels, features=args.features, hidden=args.hidden,
+            layers=args.layers, batch=args.batch, steps=args.steps, warmup=args.warmup,
+            repeats=args.repeats, device=device,
+        )  # fmt: skip
+        for r in results:
+            print(
+                f"log2={log2:2d} {r['variant']:9s} {r['gradient']:17s} {r['samples_per_s']:.3e} samples/s "
+                f"({r['samples_per_cpu_s']:.3e} per CPU-s)",
+                flush=True,
+            )
+        rows += results
     meta = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

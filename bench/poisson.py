@@ -42,7 +42,7 @@ def poisson_reconstruct(
     try:
         import open3d as o3d
     except ImportError as exc:
-        raise InputError("the Poisson baseline needs Open3D: pip install 'nfrecon[normals]'") from exc
+        raise InputError("the Poisson baseline needs Open3D: pip install open3d (and the system's libusb-1.0-0)") from exc
     points = np.asarray(points, dtype=np.float64)
     normals = np.asarray(normals, dtype=np.float64)
     if points.shape != normals.shape or points.ndim != 2 or points.shape[1] != 3:

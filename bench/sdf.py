@@ -76,7 +76,8 @@ def run_poisson(spec: dict) -> dict:
     t0 = time.perf_counter()
     mesh = poisson_reconstruct(cloud.points, cloud.normals, depth=spec["depth"])
     wall = time.perf_counter() - t0
-    gt = mesh_metrics(mesh, read_mesh(spec["gt"]))
+    gt_mesh = read_mesh(spec["gt"])
+    gt = mesh_metrics(mesh, gt_mesh, iou=True if gt_mesh.is_watertight else None)
     return {
         **{k: spec[k] for k in ("name", "shape", "cloud_kind")},
         "preset": f"poisson-d{spec['depth']}",

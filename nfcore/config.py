@@ -191,7 +191,7 @@ class PreconditionConfig(_Model):
     """Keep normal and eikonal terms while noise is on (release code); False = research code."""
 
     @model_validator(mode="after")
-    def _ordered(self) -> "PreconditionConfig":
+    def _ordered(self) -> PreconditionConfig:
         if self.end < self.start:
             raise ValueError(f"precondition.end ({self.end}) must be >= precondition.start ({self.start})")
         return self

@@ -65,7 +65,7 @@ def _inside(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
     try:
         import open3d as o3d
     except ImportError as exc:
-        raise ImportError("volumetric IoU needs Open3D: pip install 'nfrecon[normals]'") from exc
+        raise ImportError("volumetric IoU needs Open3D: pip install open3d (and the system's libusb-1.0-0)") from exc
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(
         o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
@@ -200,7 +200,7 @@ def fit_residuals(
     """How well a fitted SDF explains its input, without ground truth.
 
     Args:
-        fn_value_and_grad: callable (M, 3) tensor -> (sdf (M,), grad (M, 3)), or an object with
+        fn_value_and_grad: callable (M, 3) tensor -> (sdf (M,), grad (M, 3)) as tensors or numpy arrays, or an object with
             `value_and_gradient(x, create_graph=False)` (a NeuralField). Points must be in the frame
             the field expects (the training cube for a NeuralField).
         points: (N, 3) positions; normals: (N, 3) input normals (unit or not).
@@ -228,8 +228,8 @@ def fit_residuals(
     for start in range(0, len(points), chunk):
         x = torch.from_numpy(points[start : start + chunk]).to(device)  # (m, 3)
         value, grad = fn(x)
-        value = value.detach().reshape(-1).double().cpu().numpy()
-        grad = grad.detach().reshape(-1, 3).double().cpu().numpy()
+        value = _as_array(value).reshape(-1)
+        grad = _as_array(grad).reshape(-1, 3)
         n = normals[start : start + chunk]
         denom = np.linalg.norm(grad, axis=1) * np.linalg.norm(n, axis=1)
         sdf[start : start + len(value)] = value

@@ -132,7 +132,8 @@ def resolve_config(task: str = "sdf", preset: str = "balanced", overrides: dict 
 
     Raises pydantic.ValidationError (naming the field) for invalid overrides.
     """
-    data = preset_overrides(task, preset, device)
+    # Start from the full defaults so that every section (with its `type`) exists to merge into.
+    data = merge(MethodConfig().model_dump(mode="json"), preset_overrides(task, preset, device))
     if overrides:
         data = merge(data, overrides)
     data["task"] = task

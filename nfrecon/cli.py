@@ -120,17 +120,17 @@ def _save_image_as(src: Path, out: Path) -> None:
     if out.suffix.lower() == src.suffix.lower():
         shutil.copyfile(src, out)
         return
-    from PIL import Image
+    from nfcore.io.images import read_image, write_image  # keeps 16-bit images 16-bit
 
-    with Image.open(src) as im:
-        im.save(out)
+    write_image(read_image(src), out)
 
 
 def _print_summary(task: str, result, out: Path, metrics_path: Path) -> None:
     m = result.metrics
     lines = [f"wrote {out} in {result.seconds:.1f} s ({result.steps} steps, device {m.get('device', '?')})"]
     if task == "image":
-        lines.append(f"PSNR {m.get('psnr', float('nan')):.2f} dB, SSIM {m.get('ssim', float('nan')):.4f}")
+        ssim = m.get("ssim")
+        lines.append(f"PSNR {m.get('psnr', float('nan')):.2f} dB" + (f", SSIM {ssim:.4f}" if ssim is not None else ""))
     else:
         r = m.get("fit_residuals", {})
         if r:

@@ -18,8 +18,9 @@ fallback differs: no +0.5, always hashes, no uint32 wrap), and the fast path nee
 Implementations (option `implementation`):
 - "function" (default): a custom `torch.autograd.Function` with analytic gradients. The table
   gradient is one scatter-add into the flat table; d/dx comes from the derivatives of the
-  multilinear weights. The backward is itself differentiable once more (analytic second-order
-  terms), which autograd eikonal/normal losses need. Third-order derivatives are not supported.
+  multilinear weights. The backward is itself differentiable with analytic second-order terms
+  (autograd eikonal/normal losses); third order (Hessian-vector products of such a loss, ESGD)
+  falls back to the same formulas in differentiable torch ops.
 - "autograd": the same function in explicit differentiable torch ops on the flat table
   (any derivative order; slower). It is the reference the tests compare against.
 """
@@ -33,7 +34,6 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from nfcore.config import HashGridEncodingConfig
 from nfcore.errors import InputError
@@ -294,18 +294,19 @@ def _gather_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return vals.permute(3, 2, 0, 1).contiguous()
 
 
-def _scatter_rows(rows: torch.Tensor, src: torch.Tensor, n_rows: int) -> torch.Tensor:
+def _scatter_rows(rows: torch.Tensor, src: torch.Tensor, n_rows: int, differentiable: bool = False) -> torch.Tensor:
     """Sum src (F, C, L, N) into a zero (n_rows, F) table at rows (L, N, C).
 
     Measured on CPU (2M corners, 2^19-row levels): a 1-D scatter_add_ into the flattened table
     beats index_add_ on 2-D rows (~2x) and index_put_(accumulate) (~2.5x); with an even F,
     adding float pairs as complex64 needs no flat index and is ~1.6x faster again. CUDA keeps
-    the float path (float atomics are its fast case).
+    the float path (float atomics are its fast case). `differentiable` uses the out-of-place
+    float scatter, which autograd can differentiate (third-order derivatives).
     """
     f = src.shape[0]
     rows = rows.reshape(-1)
     src = src.permute(2, 3, 1, 0).contiguous()  # (L, N, C, F), the order of rows
-    if src.device.type == "cpu" and f % 2 == 0 and src.dtype == torch.float32:
+    if not differentiable and src.device.type == "cpu" and f % 2 == 0 and src.dtype == torch.float32:
         h = f // 2
         pairs = src.view(-1, 2)  # (L N C h, 2)
         out = torch.zeros(n_rows * h, dtype=torch.complex64, device=src.device)
@@ -316,6 +317,8 @@ def _scatter_rows(rows: torch.Tensor, src: torch.Tensor, n_rows: int) -> torch.T
         return torch.view_as_real(out).view(n_rows, f)
     index = rows.to(torch.int64).unsqueeze(-1) * f + torch.arange(f, device=rows.device)  # (L N C, F)
     out = torch.zeros(n_rows * f, dtype=src.dtype, device=src.device)
+    if differentiable:
+        return out.scatter_add(0, index.view(-1), src.reshape(-1)).view(n_rows, f)
     out.scatter_add_(0, index.view(-1), src.reshape(-1))
     return out.view(n_rows, f)
 
@@ -396,15 +399,17 @@ class _HashGridFunction(torch.autograd.Function):
             # x is value_and_gradient's private leaf: only the first backward's d/dx is read.
             need_x, ctx.x_grad_done = need_x and not ctx.x_grad_done, True
         gx = gt = None
-        if g is not None and torch.is_grad_enabled():
+        if torch.is_grad_enabled():
             # create_graph: Functions whose own backward is analytic too.
-            gf = _from_features(g, lv)  # (F, L, N), differentiable w.r.t. g
-            if need_x:
-                gx = _HashGridInputGrad.apply(gf, x01, rows, pq, vals, k, ctx.x_grad_once)
-            if need_table:
-                gt = _HashGridTableGrad.apply(gf, x01, rows, pq, k, ctx.n_rows)
-                if gvals is not None:
-                    gt = gt + _scatter_rows(rows, gvals, ctx.n_rows)
+            if g is not None:
+                gf = _from_features(g, lv)  # (F, L, N), differentiable w.r.t. g
+                if need_x:
+                    gx = _HashGridInputGrad.apply(gf, x01, rows, pq, vals, k, ctx.x_grad_once)
+                if need_table:
+                    gt = _HashGridTableGrad.apply(gf, x01, rows, pq, k, ctx.n_rows)
+            if need_table and gvals is not None:
+                gv = _scatter_rows(rows, gvals, ctx.n_rows, differentiable=True)
+                gt = gv if gt is None else gt + gv
             return gx, gt, None, None
         gf = None if g is None else _from_features(g, lv)
         if need_x and gf is not None:
@@ -429,14 +434,18 @@ class _HashGridInputGrad(torch.autograd.Function):
     def forward(ctx, g, x01, rows, pq, vals, k, skip_x=False):
         v = _feature_dot(vals, g)  # (C, L, N)
         ctx.k, ctx.skip_x = k, skip_x
-        ctx.save_for_backward(g, pq, vals, v)
+        ctx.save_for_backward(g, x01, pq, vals, v)
         return _spatial_gradient(v, pq, k.scale.to(pq.dtype))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, u):
-        g, pq, vals, v = ctx.saved_tensors
+        g, x01, pq, vals, v = ctx.saved_tensors
         scale = ctx.k.scale.to(pq.dtype)
+        if torch.is_grad_enabled():
+            # Third order (e.g. Hessian-vector products of an eikonal loss): the same formulas in
+            # differentiable torch ops, with the weights rebuilt from x01 so autograd sees them.
+            pq = _pairs_from_x(x01, ctx.k) if x01.requires_grad else pq
+            v = _feature_dot(vals, g)
         gg = gx = gvals = None
         need_g, need_x, need_vals = _will_run(ctx, 0), _will_run(ctx, 1) and not ctx.skip_x, _will_run(ctx, 4)
         if need_g or need_vals:
@@ -459,13 +468,14 @@ class _HashGridTableGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, g, x01, rows, pq, k, n_rows):
         ctx.k = k
-        ctx.save_for_backward(g, rows, pq)
+        ctx.save_for_backward(g, x01, rows, pq)
         return _scatter_rows(rows, _corner_weights(pq).unsqueeze(0) * g.unsqueeze(1), n_rows)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, ut):
-        g, rows, pq = ctx.saved_tensors
+        g, x01, rows, pq = ctx.saved_tensors
+        if torch.is_grad_enabled() and x01.requires_grad:
+            pq = _pairs_from_x(x01, ctx.k)  # third order: let autograd see the weights' x-dependence
         gg = gx = None
         need_g, need_x = _will_run(ctx, 0), _will_run(ctx, 1)
         if need_g or need_x:
@@ -475,6 +485,12 @@ class _HashGridTableGrad(torch.autograd.Function):
             if need_x:
                 gx = _spatial_gradient(_feature_dot(uvals, g), pq, ctx.k.scale.to(pq.dtype))
         return gg, gx, None, None, None, None
+
+
+def _pairs_from_x(x01: torch.Tensor, k: _GridConstants) -> torch.Tensor:
+    """Per-axis pairs (d, 2, L, N) as a differentiable function of x01 (N, d)."""
+    pos = x01.T.unsqueeze(1) * k.scale.to(x01.dtype).view(1, -1, 1) + 0.5  # (d, L, N)
+    return _linear_pairs(pos - pos.detach().floor())
 
 
 def _spatial_gradient(v: torch.Tensor, pq: torch.Tensor, dp: torch.Tensor) -> torch.Tensor:

@@ -286,7 +286,7 @@ def estimate_normals(points: np.ndarray, *, neighbors: int = 30) -> np.ndarray:
         import open3d as o3d
     except ImportError as exc:
         raise InputError(
-            "the point cloud has no normals and estimating them needs Open3D: pip install 'nfrecon[normals]' "
+            "the point cloud has no normals and estimating them needs Open3D: pip install open3d (and the system's libusb-1.0-0) "
             "(or provide normals: x y z nx ny nz)"
         ) from exc
     k = int(min(neighbors, len(points) - 1))

@@ -56,13 +56,15 @@ class ESGD(Optimizer):
         bias_correction: Literal["steps", "d_updates"] = "steps",
         generator: torch.Generator | None = None,
     ) -> None:
-        """Args:
-        params: parameters or parameter groups (groups may set lr, betas, eps, weight_decay).
-        eps: damping added to the bias-corrected sqrt(D).
-        update_d_every: refresh D every this many steps after the warm-up.
-        d_warmup: refresh D on each of the first `d_warmup` steps.
-        bias_correction: "steps" (reference behaviour) or "d_updates" (count D refreshes).
-        generator: torch.Generator for the Rademacher vectors (any device; draws are moved).
+        """Set up ESGD over `params`.
+
+        Args:
+            params: parameters or parameter groups (groups may set lr, betas, eps, weight_decay).
+            eps: damping added to the bias-corrected sqrt(D).
+            update_d_every: refresh D every this many steps after the warm-up.
+            d_warmup: refresh D on each of the first `d_warmup` steps.
+            bias_correction: "steps" (reference behaviour) or "d_updates" (count D refreshes).
+            generator: torch.Generator for the Rademacher vectors (any device; draws are moved).
         """
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")

@@ -221,7 +221,11 @@ def fit_sdf(
         "precondition": config.precondition_enabled(),
     }
     if gt_path is not None:
-        metrics["ground_truth"] = mesh_metrics(mesh, read_mesh(gt_path), seed=config.train.seed)
+        gt_mesh = read_mesh(gt_path)
+        # IoU needs a closed GT; the reconstruction is inside/outside-tested by ray parity either way.
+        metrics["ground_truth"] = mesh_metrics(
+            mesh, gt_mesh, seed=config.train.seed, iou=True if gt_mesh.is_watertight else None
+        )
 
     reporter.report("write", 0.98, force=True, message="writing artifacts")
     artifacts: dict[str, Path] = {}

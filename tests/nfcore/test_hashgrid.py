@@ -284,3 +284,24 @@ def test_tcnn_parity_values_and_gradients():
     gb_x, gb_t = torch.autograd.grad(b @ w, (x, theirs.encoding.params), torch.ones(4096, device="cuda"))
     assert torch.allclose(ga_t, gb_t.view_as(ga_t), atol=1e-4)
     assert torch.allclose(ga_x, gb_x, atol=1e-2 * ga_x.abs().max().item())
+
+
+def test_third_order_hessian_vector_products_match_reference():
+    # ESGD differentiates the parameter gradient of an eikonal loss once more (H v).
+    hv = []
+    for impl in ("function", "autograd"):
+        cfg = HashGridEncodingConfig(n_levels=4, log2_hashmap_size=10, implementation=impl, backend="torch")
+        field = NeuralField(cfg, MLPNetworkConfig(hidden_features=16), 3, 1, generator=torch.Generator().manual_seed(0))
+        field = field.double()
+        with torch.no_grad():
+            field.encoding.table.uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(1))
+        x = torch.rand(40, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        f, g = field.value_and_gradient(x)
+        loss = ((g.norm(dim=-1) - 1) ** 2).mean() + f.abs().mean()
+        params = list(field.parameters())[:-1]  # the output bias has no second derivative
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        gen = torch.Generator().manual_seed(3)
+        vs = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+        hv.append(torch.autograd.grad(grads, params, vs))
+    for a, b in zip(*hv, strict=True):
+        assert torch.allclose(a, b, atol=1e-9 * (1 + b.abs().max().item()))

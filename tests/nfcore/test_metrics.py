@@ -133,6 +133,15 @@ def test_fit_residuals_on_analytic_sphere():
     assert off["normal_agreement"] == pytest.approx(-1.0, abs=1e-6)
 
 
+def test_fit_residuals_accepts_numpy_outputs():
+    fn = sphere_value_and_grad(0.5)
+    rng = np.random.default_rng(2)
+    n = rng.normal(size=(300, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    out = fit_residuals(lambda x: tuple(t.numpy() for t in fn(x)), 0.6 * n, n)
+    assert out["mean_abs_sdf"] == pytest.approx(0.1, abs=1e-6) and out["normal_agreement"] == pytest.approx(1.0)
+
+
 def test_fit_residuals_accepts_a_field_object():
     class Field(torch.nn.Module):
         def __init__(self):
