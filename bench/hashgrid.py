@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "mlp": f"{args.layers}x{args.hidden}",
         "steps_per_timing": args.steps,
         "repeats": args.repeats,
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "hashgrid.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
