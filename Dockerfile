@@ -25,7 +25,7 @@ RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 # 2. tiny-cuda-nn's PyTorch extension, compiled for CUDA_ARCH only (a full build takes much longer).
 ENV TCNN_CUDA_ARCHITECTURES=${CUDA_ARCH}
 RUN pip install --no-build-isolation "git+https://github.com/NVlabs/tiny-cuda-nn@${TCNN_REF}#subdirectory=bindings/torch"
-# 3. The project with its service and normal-estimation extras.
+# 3. The project, with the PostgreSQL driver for the job store.
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY nfcore nfcore
@@ -34,7 +34,7 @@ COPY worker worker
 COPY store store
 COPY nfrecon nfrecon
 COPY bench bench
-RUN pip install ".[normals,postgres]"
+RUN pip install ".[postgres]"
 
 # ---- runtime stage: CUDA runtime only -------------------------------------------------------------------
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU}

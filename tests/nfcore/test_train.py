@@ -55,7 +55,7 @@ def test_progress_is_reported_and_can_cancel():
         train(SphereField(0.3), task, cfg, device="cpu", generator=torch.Generator(), reporter=Reporter(callback, 0))
     assert seen[-1].step == 20
     assert all(p.phase == "train" and p.total_steps == 100 for p in seen)
-    assert all(a.fraction <= b.fraction for a, b in zip(seen, seen[1:]))
+    assert all(a.fraction <= b.fraction for a, b in zip(seen, seen[1:], strict=False))
     assert seen[-1].eta_seconds is not None and "surface" in seen[-1].loss
 
 
