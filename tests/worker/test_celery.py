@@ -137,3 +137,34 @@ def test_killed_pool_child_is_taken_over_without_the_reaper(api, redis_settings,
         assert job["attempt"] == 2 and job["finished_at"] and utcnow()
     finally:
         worker.stop()
+
+
+def test_image_job_end_to_end(api, redis_settings, tmp_path):
+    """An image upload fitted by a real worker: fitted image, PSNR curve and metrics come back."""
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:24, 0:32]
+    rgb = np.stack([xx / 31, yy / 23, ((xx - 16) ** 2 + (yy - 12) ** 2 < 40).astype(float)], axis=-1)
+    src = tmp_path / "tiny.png"
+    Image.fromarray((rgb * 255).astype(np.uint8)).save(src)
+    worker = start_worker(redis_settings, tmp_path, "image")
+    try:
+        up = upload(api, src).json()
+        assert up["kind"] == "image" and up["validation"]["width"] == 32
+        body = {"method": "image", "preset": "fast", "inputs": [up["id"]],
+                "options": {"train": {"steps": 150}, "image": {"output_scale": 2.0}}}
+        r = api.post("/v1/jobs", json=body)
+        assert r.status_code == 201, r.text
+        jid = r.json()["id"]
+        job = wait_for(lambda: (j := _status(api, jid))["status"] in ("succeeded", "failed", "canceled") and j,
+                       180, interval=0.5, what="image job to finish")
+        assert job["status"] == "succeeded", job["error"]
+        names = {a["name"] for a in api.get(f"/v1/jobs/{jid}/artifacts").json()["items"]}
+        assert {"fitted.png", "fitted_x2.png", "psnr_curve.json", "psnr_curve.png", "metrics.json"} <= names
+        fitted = Image.open(io.BytesIO(api.get(f"/v1/jobs/{jid}/artifacts/fitted.png").content))
+        upscaled = Image.open(io.BytesIO(api.get(f"/v1/jobs/{jid}/artifacts/fitted_x2.png").content))
+        assert fitted.size == (32, 24) and upscaled.size == (64, 48)
+        assert job["metrics"]["psnr"] > 20
+    finally:
+        worker.stop()
