@@ -11,6 +11,8 @@ import trimesh
 from scipy import ndimage
 from skimage.measure import marching_cubes
 
+from nfcore.config import ExtractionConfig
+
 FAR = 1e6
 """Magnitude written into grid nodes that were not evaluated (far from the surface)."""
 
@@ -291,3 +293,43 @@ def largest_component(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     return trimesh.Trimesh(
         np.asarray(mesh.vertices)[used], inverse.reshape(-1, 3), vertex_normals=normals, process=False
     )
+
+
+def extract_field_mesh(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    cfg: ExtractionConfig,
+    *,
+    device: torch.device | str = "cpu",
+    similarity=None,
+    progress: Callable[[float], None] | None = None,
+) -> trimesh.Trimesh:
+    """The zero level set of a scalar field as the tasks' config asks for it.
+
+    Marching cubes with `cfg`'s resolution, chunking and coarse-to-fine setting, vertex normals from
+    the field's gradient when `cfg.field_normals`, the largest component when asked, and the mesh
+    mapped back to the input frame with `similarity.apply_to_mesh(inverse=True)` when given.
+
+    Args:
+        fn: (M, 3) points in [-1, 1] -> (M,) values, negative inside.
+    """
+
+    def gradient(x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(fn(xg).sum(), xg)
+        return g
+
+    mesh = extract_mesh(
+        fn,
+        resolution=cfg.resolution,
+        chunk_size=cfg.chunk_size,
+        coarse_to_fine=cfg.coarse_to_fine,
+        device=device,
+        progress=progress,
+        gradient_fn=gradient if cfg.field_normals else None,
+    )
+    if cfg.largest_component:
+        mesh = largest_component(mesh)
+    if similarity is not None:
+        mesh = similarity.apply_to_mesh(mesh, inverse=True)
+    return mesh

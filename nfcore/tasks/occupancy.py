@@ -20,6 +20,7 @@ import trimesh
 
 from nfcore.config import MethodConfig
 from nfcore.errors import InputError
+from nfcore.metrics import inside_mesh
 from nfcore.precondition import perturb
 
 __all__ = ["OccupancyTask", "label_inside", "sample_occupancy_points", "occupancy_iou", "fit_occupancy"]
@@ -28,18 +29,8 @@ _EVAL_CHUNK = 131_072
 
 
 def label_inside(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
-    """(N,) bool: whether each of the (N, 3) points lies inside the closed `mesh`."""
-    try:
-        import open3d as o3d
-    except ImportError as exc:  # an optional dependency of nfrecon (extra "normals")
-        raise RuntimeError("the occupancy task needs Open3D for its inside/outside test: pip install open3d") from exc
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(
-        o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
-        o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)),
-    )
-    occupancy = scene.compute_occupancy(o3d.core.Tensor(np.asarray(points, dtype=np.float32)), nsamples=3)
-    return occupancy.numpy().astype(bool)
+    """(N,) bool: whether each of the (N, 3) points lies inside the closed `mesh` (Open3D ray parity)."""
+    return inside_mesh(mesh, points)
 
 
 def sample_occupancy_points(
@@ -139,7 +130,7 @@ def fit_occupancy(
     from nfcore.field import NeuralField
     from nfcore.fit import FitResult
     from nfcore.io import read_mesh, write_mesh
-    from nfcore.mesh import extract_mesh, largest_component
+    from nfcore.mesh import extract_field_mesh
     from nfcore.metrics import mesh_metrics
     from nfcore.normalize import fit_similarity
     from nfcore.progress import Reporter
@@ -195,25 +186,10 @@ def fit_occupancy(
         # Negated so that, like an SDF, values grow outwards and face normals point out.
         return -field(x)[:, 0]
 
-    def gradient(x: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(outside_logit(xg).sum(), xg)
-        return g
-
-    recon = extract_mesh(
-        outside_logit,
-        resolution=ecfg.resolution,
-        level=0.0,
-        chunk_size=ecfg.chunk_size,
-        coarse_to_fine=ecfg.coarse_to_fine,
-        device=device,
+    recon = extract_field_mesh(
+        outside_logit, ecfg, device=device, similarity=similarity,
         progress=lambda f: reporter.report("extract", 0.8 + 0.1 * f),
-        gradient_fn=gradient if ecfg.field_normals else None,
-    )
-    if ecfg.largest_component:
-        recon = largest_component(recon)
-    recon = similarity.apply_to_mesh(recon, inverse=True)  # back to the input's coordinates
+    )  # in the input's coordinates
 
     reporter.report("evaluate", 0.9, force=True, message="IoU and Chamfer")
     metrics: dict = {

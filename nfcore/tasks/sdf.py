@@ -135,7 +135,7 @@ def fit_sdf(
     from nfcore.field import NeuralField
     from nfcore.fit import FitResult
     from nfcore.io import read_mesh, read_point_cloud, write_mesh
-    from nfcore.mesh import extract_mesh, largest_component
+    from nfcore.mesh import extract_field_mesh
     from nfcore.metrics import fit_residuals, mesh_metrics
     from nfcore.normalize import fit_similarity
     from nfcore.progress import Reporter
@@ -185,22 +185,10 @@ def fit_sdf(
     def sdf(x: torch.Tensor) -> torch.Tensor:
         return field(x).squeeze(-1)
 
-    def gradient(x: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            return field.value_and_gradient(x, method="autograd", create_graph=False)[1]
-
-    mesh = extract_mesh(
-        sdf,
-        resolution=ecfg.resolution,
-        chunk_size=ecfg.chunk_size,
-        coarse_to_fine=ecfg.coarse_to_fine,
-        device=device,
+    mesh = extract_field_mesh(
+        sdf, ecfg, device=device, similarity=similarity,
         progress=lambda f: reporter.report("extract", 0.85 + 0.1 * f),
-        gradient_fn=gradient if ecfg.field_normals else None,
-    )
-    if ecfg.largest_component:
-        mesh = largest_component(mesh)
-    mesh = similarity.apply_to_mesh(mesh, inverse=True)  # back to the input's coordinates
+    )  # in the input's coordinates
 
     reporter.report("evaluate", 0.95, force=True, message="fit residuals")
     residuals = fit_residuals(sdf_and_gradient_fn(field), unit_points, cloud.normals)
