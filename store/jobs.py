@@ -62,21 +62,7 @@ class JobStore:
         Raises:
             IdempotencyConflict: the key exists already (the caller replays or rejects).
         """
-        with self.Session() as s:
-            s.add(job)
-            if idempotency is not None:
-                s.add(idempotency)
-            try:
-                s.commit()
-            except IntegrityError:
-                s.rollback()
-                if idempotency is None:
-                    raise
-                existing = self.get_idempotency(idempotency.owner, idempotency.scope, idempotency.key)
-                if existing is None:
-                    raise
-                raise IdempotencyConflict(existing) from None
-            return job
+        return self._insert(job, idempotency)
 
     def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None when unknown or owned by someone else (owner None = any)."""
@@ -343,8 +329,12 @@ class JobStore:
 
     def add_upload(self, upload: Upload, idempotency: IdempotencyKey | None = None) -> Upload:
         """Insert an upload (and its idempotency key); raises IdempotencyConflict like add_job."""
+        return self._insert(upload, idempotency)
+
+    def _insert(self, row, idempotency: IdempotencyKey | None):
+        """Insert `row` and its idempotency key in one transaction; a taken key is IdempotencyConflict."""
         with self.Session() as s:
-            s.add(upload)
+            s.add(row)
             if idempotency is not None:
                 s.add(idempotency)
             try:
@@ -355,7 +345,7 @@ class JobStore:
                 if not existing:
                     raise
                 raise IdempotencyConflict(existing) from None
-            return upload
+            return row
 
     def get_upload(self, upload_id: str, owner: str | None = None) -> Upload | None:
         with self.Session() as s:
