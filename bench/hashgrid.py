@@ -101,7 +101,7 @@ def sdf_step_fn(field, batch: int, gradient: str, device, seed: int):
     kw = {"fused": True} if device.type in ("cuda", "cpu") else {}
     opt = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, **kw)
 
-    def step() -> float:
+    def step() -> torch.Tensor:
         d = torch.randn((batch, 3), generator=gen, device=device)
         normals = d / d.norm(dim=-1, keepdim=True)
         surface = normals * 0.5  # a sphere of radius 0.5
@@ -119,9 +119,13 @@ def sdf_step_fn(field, batch: int, gradient: str, device, seed: int):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss.detach())
+        return loss.detach()  # no sync: the CPU queues the next step while the GPU runs this one
 
     return step
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f} GiB"
 
 
 def _sync(device):
@@ -139,7 +143,10 @@ def measure(combos, *, log2, levels, features, hidden, layers, batch, steps, war
     for variant, gradient in combos:
         field = _field(variant, log2, levels, features, hidden, layers, device, seed)
         step = sdf_step_fn(field, batch, gradient, device, seed)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         runs.append({"step": step, "losses": [step() for _ in range(warmup)], "rates": [], "cpu": []})
+        runs[-1]["peak_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     for _ in range(repeats):
         for run in runs:
             _sync(device)
@@ -151,7 +158,7 @@ def measure(combos, *, log2, levels, features, hidden, layers, batch, steps, war
             run["cpu"].append(2 * batch * steps / max(time.process_time() - c0, 1e-9))
     results = []
     for (variant, gradient), run in zip(combos, runs, strict=True):
-        losses = run["losses"]
+        losses = [float(v) for v in run["losses"]]
         results.append(
             {
                 "variant": variant,
@@ -166,16 +173,44 @@ def measure(combos, *, log2, levels, features, hidden, layers, batch, steps, war
                 # load than wall time (but idle OpenMP threads spinning also count).
                 "samples_per_cpu_s": statistics.median(run["cpu"]),
                 "final_loss": losses[-1],
+                "peak_cuda_bytes": run["peak_bytes"],
                 "finite_loss": all(v == v and abs(v) < float("inf") for v in losses),
             }
         )
     return results
 
 
+def profile(combos, *, log2, levels, features, hidden, layers, batch, device, seed=0, steps=3, rows=25) -> str:
+    """torch.profiler's top operators and kernels by device time over `steps` steps of each combination."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    parts = []
+    for variant, gradient in combos:
+        field = _field(variant, log2, levels, features, hidden, layers, device, seed)
+        step = sdf_step_fn(field, batch, gradient, device, seed)
+        for _ in range(2):
+            step()
+        _sync(device)
+        with torch_profile(activities=activities) as prof:
+            for _ in range(steps):
+                step()
+            _sync(device)
+        averages = prof.key_averages()
+        try:
+            table = averages.table(sort_by=sort_by, row_limit=rows)
+        except (KeyError, AttributeError, RuntimeError):  # renamed "device" time in newer releases
+            table = averages.table(sort_by=sort_by.replace("cuda", "device"), row_limit=rows)
+        parts.append(f"## log2={log2} {variant} {gradient}: {steps} steps of {2 * batch} samples\n\n{table}\n")
+    return "\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch", type=int, default=16384, help="on-surface points per step (as many off-surface)")
+    p.add_argument("--batch", type=int, nargs="+", default=[16384], help="on-surface points per step (as many off-surface)")
     p.add_argument("--log2", type=int, nargs="+", default=[15, 17, 19])
     p.add_argument("--levels", type=int, default=16)
     p.add_argument("--features", type=int, default=2)
@@ -187,6 +222,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--variants", nargs="+", default=["stacked", "explicit", "function"])
     p.add_argument("--gradients", nargs="+", default=["autograd", "finite_difference"])
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
+    p.add_argument("--profile", action="store_true", help="also write profile.txt: top ops by device time")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.threads:
@@ -194,25 +230,38 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = torch.device(args.device)
     rows = []
     combos = [(v, g) for v in args.variants for g in args.gradients]
-    for log2 in args.log2:
-        results = measure(
-            combos, log2=log2, levels=args.levels, features=args.features, hidden=args.hidden,
-            layers=args.layers, batch=args.batch, steps=args.steps, warmup=args.warmup,
-            repeats=args.repeats, device=device,
-        )  # fmt: skip
-        for r in results:
-            print(
-                f"log2={log2:2d} {r['variant']:9s} {r['gradient']:17s} {r['samples_per_s']:.3e} samples/s median, "
-                f"{r['samples_per_s_best']:.3e} best ({r['samples_per_cpu_s']:.3e} per CPU-s)",
-                flush=True,
-            )
-        rows += results
+    for batch in args.batch:
+        for log2 in args.log2:
+            results = measure(
+                combos, log2=log2, levels=args.levels, features=args.features, hidden=args.hidden,
+                layers=args.layers, batch=batch, steps=args.steps, warmup=args.warmup,
+                repeats=args.repeats, device=device,
+            )  # fmt: skip
+            for r in results:
+                print(
+                    f"log2={log2:2d} batch={2 * batch} {r['variant']:9s} {r['gradient']:17s} "
+                    f"{r['samples_per_s']:.3e} samples/s median, {r['samples_per_s_best']:.3e} best "
+                    f"({r['samples_per_cpu_s']:.3e} per CPU-s, peak GPU {_gib(r['peak_cuda_bytes'])})",
+                    flush=True,
+                )
+            rows += results
+    if args.profile:
+        args.out.mkdir(parents=True, exist_ok=True)
+        text = "\n".join(
+            profile(
+                combos, log2=log2, levels=args.levels, features=args.features, hidden=args.hidden,
+                layers=args.layers, batch=args.batch[0], device=device,
+            )  # fmt: skip
+            for log2 in args.log2
+        )
+        (args.out / "profile.txt").write_text(text)
+        print(f"profile written to {args.out / 'profile.txt'}", flush=True)
     meta = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "batch_samples": 2 * args.batch,
+        "batch_samples": [2 * b for b in args.batch],
         "levels": args.levels,
         "features": args.features,
         "mlp": f"{args.layers}x{args.hidden}",
@@ -226,19 +275,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"# Hash-grid SDF training throughput ({meta['device']}, {meta['device_name']}, torch {meta['torch']}, "
         f"{meta['threads']} threads)",
         "",
-        f"{meta['levels']} levels x {meta['features']} features, MLP {meta['mlp']}, {meta['batch_samples']} samples/step "
-        f"(on + off surface), median of {meta['repeats']} timings of {meta['steps_per_timing']} steps; "
+        f"{meta['levels']} levels x {meta['features']} features, MLP {meta['mlp']}, samples/step (on + off surface) "
+        f"in the table, median of {meta['repeats']} timings of {meta['steps_per_timing']} steps; "
         f"load average at the end {meta['load_average']}.",
         "Timings of all variants are interleaved. On a shared machine the median includes other load;",
         "the best timing approximates an idle machine. samples/CPU-s divides by the process CPU time",
         "(all threads, including spinning ones).",
         "",
-        "| log2 table | variant | gradient | samples/s median | samples/s best | samples/CPU-s |",
-        "|---|---|---|---|---|---|",
+        "| log2 table | samples/step | variant | gradient | samples/s median | samples/s best | samples/CPU-s | peak GPU memory |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['log2_hashmap_size']} | {r['variant']} | {r['gradient']} | {r['samples_per_s']:.3e} "
-        f"| {r['samples_per_s_best']:.3e} | {r['samples_per_cpu_s']:.3e} |"
+        f"| {r['log2_hashmap_size']} | {r['batch_samples']} | {r['variant']} | {r['gradient']} | {r['samples_per_s']:.3e} "
+        f"| {r['samples_per_s_best']:.3e} | {r['samples_per_cpu_s']:.3e} | {_gib(r['peak_cuda_bytes'])} |"
         for r in rows
     ]
     (args.out / "hashgrid.md").write_text("\n".join(lines) + "\n")

@@ -74,14 +74,14 @@ def run_poisson(spec: dict) -> dict:
     """The screened Poisson baseline (Open3D) on the same cloud."""
     from bench.poisson import poisson_reconstruct
     from nfcore.io import read_mesh, read_point_cloud
-    from nfcore.metrics import mesh_metrics
+    from nfcore.metrics import has_inside_test, mesh_metrics
 
     cloud = read_point_cloud(spec["cloud"])
     t0 = time.perf_counter()
     mesh = poisson_reconstruct(cloud.points, cloud.normals, depth=spec["depth"])
     wall = time.perf_counter() - t0
     gt_mesh = read_mesh(spec["gt"])
-    gt = mesh_metrics(mesh, gt_mesh, iou=True if gt_mesh.is_watertight else None)
+    gt = mesh_metrics(mesh, gt_mesh, iou=gt_mesh.is_watertight and has_inside_test())
     return {
         **{k: spec[k] for k in ("name", "shape", "cloud_kind")},
         "preset": f"poisson-d{spec['depth']}",

@@ -136,7 +136,7 @@ def fit_sdf(
     from nfcore.fit import FitResult
     from nfcore.io import read_mesh, read_point_cloud, write_mesh
     from nfcore.mesh import extract_field_mesh
-    from nfcore.metrics import fit_residuals, mesh_metrics
+    from nfcore.metrics import fit_residuals, has_inside_test, mesh_metrics
     from nfcore.normalize import fit_similarity
     from nfcore.progress import Reporter
     from nfcore.train import train
@@ -210,9 +210,10 @@ def fit_sdf(
     }
     if gt_path is not None:
         gt_mesh = read_mesh(gt_path)
-        # IoU needs a closed GT; the reconstruction is inside/outside-tested by ray parity either way.
+        # IoU needs a closed GT (the reconstruction is inside/outside-tested by ray parity either
+        # way) and Open3D's ray casting; without them it is reported as None.
         metrics["ground_truth"] = mesh_metrics(
-            mesh, gt_mesh, seed=config.train.seed, iou=True if gt_mesh.is_watertight else None
+            mesh, gt_mesh, seed=config.train.seed, iou=gt_mesh.is_watertight and has_inside_test()
         )
 
     reporter.report("write", 0.98, force=True, message="writing artifacts")

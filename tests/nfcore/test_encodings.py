@@ -121,8 +121,42 @@ def test_triplane_gradients_reach_coordinates():
     assert torch.autograd.gradcheck(enc, (x,))
     (g,) = torch.autograd.grad(enc(x).sum(), x, create_graph=True)
     assert g.abs().sum() > 0
-    g.square().sum().backward()  # second order through grid_sample (eikonal with autograd)
+    g.square().sum().backward()  # second order through the sampling (eikonal with autograd)
     assert enc.planes.grad is not None and enc.planes.grad.abs().sum() > 0
+
+
+def test_triplane_sampling_equals_grid_sample_to_second_order():
+    # The explicit bilinear sampling must be grid_sample(bilinear, border, align_corners=True),
+    # inside the cube and beyond its faces (border clamp), up to second derivatives.
+    import torch.nn.functional as F
+
+    from nfcore.encodings.triplane import sample_planes
+
+    gen = torch.Generator().manual_seed(4)
+    planes = torch.randn(3, 5, 7, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    coords = (torch.rand(3, 300, 2, generator=gen, dtype=torch.float64) * 2.4 - 1.2).requires_grad_(True)
+
+    def eikonal(sample):
+        out = sample(planes, coords)  # (P, N, F)
+        (g,) = torch.autograd.grad(out.sum(), coords, create_graph=True)
+        return out, g, torch.autograd.grad(g.square().sum(), planes)[0]
+
+    ours = eikonal(sample_planes)
+    ref = eikonal(
+        lambda pl, c: F.grid_sample(pl, c.unsqueeze(1), mode="bilinear", padding_mode="border", align_corners=True)[
+            :, :, 0
+        ].permute(0, 2, 1)
+    )
+    for name, a, b in zip(("values", "d/dx", "d eikonal/d planes"), ours, ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-10), (name, (a - b).abs().max())
+
+    # Exactly on a face (reflected noise lands there) grid_sample's derivative is 0; ours is the
+    # one-sided derivative from inside the cube, as a finite difference shows.
+    face = torch.tensor([[[1.0, -0.3], [-1.0, 0.2]]], dtype=torch.float64, requires_grad=True)  # (1, 2, 2)
+    (g,) = torch.autograd.grad(sample_planes(planes[:1], face).sum(), face)
+    inward = torch.tensor([[[-1e-6, 0.0], [1e-6, 0.0]]], dtype=torch.float64)
+    fd = (sample_planes(planes[:1], face + inward) - sample_planes(planes[:1], face)).sum(-1) / inward[..., 0]
+    assert torch.allclose(g[..., 0], fd, rtol=1e-5) and g[..., 0].abs().min() > 0
 
 
 def test_build_encoding_dispatch_and_device():
