@@ -226,6 +226,9 @@ class ESGDConfig(_Model):
     weight_decay: float = Field(0.0, ge=0)
     update_d_every: int = Field(100, ge=1)
     d_warmup: int = Field(50, ge=0)
+    bias_correction: Literal["steps", "d_updates"] = "steps"
+    """How D's bias correction counts: optimiser steps (the reference code's behaviour, which its
+    lr 0.15 was tuned with) or D refreshes (the textbook form; needs a retuned lr)."""
 
 
 OptimizerConfig = Annotated[Union[AdamConfig, ESGDConfig], Field(discriminator="type")]

@@ -34,6 +34,7 @@ def build_optimizer(field: torch.nn.Module, cfg: AdamConfig | ESGDConfig, *, gen
             weight_decay=cfg.weight_decay,
             update_d_every=cfg.update_d_every,
             d_warmup=cfg.d_warmup,
+            bias_correction=cfg.bias_correction,
             generator=generator,
         )
     raise ValueError(f"unknown optimizer config {cfg!r}")

@@ -169,3 +169,17 @@ def test_invalid_arguments_are_rejected() -> None:
         ESGD([x], update_d_every=0)
     with pytest.raises(ValueError, match="betas"):
         ESGD([x], betas=(0.9, 1.0))
+
+
+def test_config_selects_the_bias_correction() -> None:
+    from nfcore.config import MethodConfig
+    from nfcore.optim import build_optimizer
+    from tests.utils.analytic import SphereField
+
+    for mode in ("steps", "d_updates"):
+        cfg = MethodConfig.model_validate({"optimizer": {"type": "esgd", "bias_correction": mode}})
+        opt = build_optimizer(SphereField(), cfg.optimizer, generator=torch.Generator().manual_seed(0))
+        assert isinstance(opt, ESGD) and opt.bias_correction == mode
+    assert MethodConfig().model_validate({"optimizer": {"type": "esgd"}}).optimizer.bias_correction == "steps"
+    with pytest.raises(ValueError, match="bias_correction"):
+        MethodConfig.model_validate({"optimizer": {"type": "esgd", "bias_correction": "both"}})
