@@ -1,4 +1,4 @@
-"""The FastAPI app factory: routes under /v1, problem+json errors, body limits, the reaper loop."""
+"""The FastAPI app factory: routes under /v1, problem+json errors, body limits, the reaper and webhook loops."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from fastapi import FastAPI
 
 from api.deps import Services
 from api.errors import install_error_handlers, problem_response
-from api.routes import artifacts, jobs, methods, system, uploads
+from api.routes import artifacts, jobs, methods, system, uploads, webhooks
+from api.schemas import WebhookEvent
+from api.services.webhooks import WebhookDispatcher, load_secret
 from api.settings import Settings, get_settings
-from store import ArtifactStore, JobStore, make_engine
+from store import ArtifactStore, JobStore, WebhookStore, make_engine
 from worker.queue import JobQueue
 from worker.reaper import Reaper
 
@@ -26,6 +28,7 @@ TAGS = [
     {"name": "uploads", "description": "Input files, streamed and validated on arrival."},
     {"name": "jobs", "description": "Reconstruction jobs: create, watch, cancel, retry, delete."},
     {"name": "artifacts", "description": "Meshes, metrics, config and logs of finished jobs."},
+    {"name": "webhooks", "description": "Signed POSTs when a job starts or ends (Standard Webhooks)."},
 ]
 
 
@@ -76,12 +79,13 @@ class BodyLimitMiddleware:
         return await self.app(scope, limited, send)
 
 
-async def _reaper_loop(reaper: Reaper, interval: float) -> None:
+async def _periodic(fn, interval: float, name: str) -> None:
+    """Run the blocking `fn` in a thread every `interval` seconds; a failing pass is logged, not fatal."""
     while True:
         try:
-            await anyio.to_thread.run_sync(reaper.run_once)
+            await anyio.to_thread.run_sync(fn)
         except Exception:
-            logger.exception("reaper pass failed")
+            logger.exception("%s pass failed", name)
         await asyncio.sleep(interval)
 
 
@@ -96,23 +100,32 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
         arts = ArtifactStore(settings.data_dir)
         q = queue or JobQueue(settings, store)
         q.store = store
-        app.state.services = Services(settings=settings, store=store, artifacts=arts, queue=q)
+        hooks = WebhookStore(store.engine)
+        secret = load_secret(settings.webhook_secret, settings.data_dir)
+        services = Services(settings=settings, store=store, artifacts=arts, queue=q, webhooks=hooks,
+                            webhook_secret=secret)
+        app.state.services = services
         reaper = Reaper(store, arts, settings, q)
         app.state.reaper = reaper
-        task = None
+        dispatcher = WebhookDispatcher(services, hooks, secret)
+        app.state.webhook_dispatcher = dispatcher
+        tasks = []
         if settings.republish_on_startup:
             n = await anyio.to_thread.run_sync(lambda: reaper.republish_queued(unpublished_only=False))
             if n:
                 logger.info("re-published %d queued jobs", n)
         if settings.reaper_enabled:
-            task = asyncio.create_task(_reaper_loop(reaper, settings.reaper_interval_s))
+            tasks.append(asyncio.create_task(_periodic(reaper.run_once, settings.reaper_interval_s, "reaper")))
+        if settings.webhooks_enabled:
+            tasks.append(asyncio.create_task(_periodic(dispatcher.run_once, settings.webhook_interval_s, "webhook")))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            dispatcher.close()
             if queue is None:
                 q.close()
             store.engine.dispose()
@@ -130,7 +143,16 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
         generate_unique_id_function=lambda route: route.name,
     )
     install_error_handlers(app)
-    for r in (system, methods, uploads, jobs, artifacts):
+    for r in (system, methods, uploads, jobs, artifacts, webhooks):
         app.include_router(r.router, prefix="/v1")
+
+    @app.webhooks.post("job-event")
+    def job_event(body: WebhookEvent) -> None:
+        """POSTed to a job's `webhook` for each event in its `webhook_events_filter`: `job.started` when a worker
+        picks it up, `job.completed` when it succeeded, failed or was canceled. Headers `webhook-id` (the same on
+        retries: deduplicate on it), `webhook-timestamp` and `webhook-signature` (Standard Webhooks, secret from
+        GET /v1/webhooks/secret). Answer 2xx within `webhook_timeout_s` (5 s); other answers are retried with
+        backoff up to 5 attempts, 410 Gone stops. Webhooks are hints: GET /v1/jobs/{id} is the source of truth."""
+
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     return app

@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 
 from api.errors import ProblemError
 from api.settings import Settings
-from store import ArtifactStore, JobStore
+from store import ArtifactStore, JobStore, WebhookStore
 from worker.queue import JobQueue
 
 
@@ -23,6 +23,8 @@ class Services:
     store: JobStore
     artifacts: ArtifactStore
     queue: JobQueue
+    webhooks: WebhookStore
+    webhook_secret: str
 
 
 def get_services(request: Request) -> Services:

@@ -11,6 +11,13 @@ MethodName = Literal["sdf", "image", "occupancy"]
 PresetName = Literal["fast", "balanced", "quality"]
 MeshFormat = Literal["ply", "obj", "glb", "stl"]
 JobStatusName = Literal["queued", "running", "canceling", "succeeded", "failed", "canceled"]
+WebhookEventName = Literal["start", "completed"]
+
+_WEBHOOK = Field(None, max_length=2048, description="http(s) URL that receives a signed POST for each event in "
+                 "`webhook_events_filter` (see the webhooks section and GET /v1/webhooks/secret).",
+                 examples=["https://example.com/hooks/nfrecon"])
+_WEBHOOK_EVENTS = Field(None, min_length=1, description='Events to send: "start" (a worker picked the job up) '
+                        'and/or "completed" (succeeded, failed or canceled). Default: ["completed"].')
 
 
 class ValidationIssue(BaseModel):
@@ -165,6 +172,8 @@ class JobCreate(BaseModel):
     output_formats: list[MeshFormat] | None = Field(None, description="Shorthand for `options.extraction.formats`.")
     name: str | None = Field(None, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict, description="Opaque client data, returned as is.")
+    webhook: str | None = _WEBHOOK
+    webhook_events_filter: list[WebhookEventName] | None = _WEBHOOK_EVENTS
 
 
 class JobSpec(BaseModel):
@@ -178,6 +187,8 @@ class JobSpec(BaseModel):
     output_formats: list[MeshFormat] | None = None
     name: str | None = Field(None, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    webhook: str | None = _WEBHOOK
+    webhook_events_filter: list[WebhookEventName] | None = _WEBHOOK_EVENTS
 
 
 class RetryRequest(BaseModel):
@@ -241,6 +252,8 @@ class JobPublic(BaseModel):
     finished_at: datetime | None = None
     expires_at: datetime | None = Field(None, description="When the artifacts are deleted (the record stays).")
     artifacts_expired: bool = False
+    webhook: str | None = Field(None, description="The job's webhook URL (single-job views and view=full).")
+    webhook_events_filter: list[WebhookEventName] | None = None
     links: dict[str, str]
 
 
@@ -266,3 +279,34 @@ class Artifact(BaseModel):
 class ArtifactList(BaseModel):
     items: list[Artifact]
     zip_url: str
+
+
+class WebhookDeliveryPublic(BaseModel):
+    """One event of a job and how sending it went."""
+
+    id: str = Field(description="The `webhook-id` header of every attempt (deduplicate on it).")
+    event: WebhookEventName
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status_code: int | None = None
+    last_error: str | None = None
+    created_at: datetime
+    next_attempt_at: datetime | None = Field(None, description="When the next attempt is due (pending only).")
+    delivered_at: datetime | None = None
+
+
+class WebhookDeliveryList(BaseModel):
+    items: list[WebhookDeliveryPublic]
+
+
+class WebhookSecret(BaseModel):
+    key: str = Field(description="Standard Webhooks secret `whsec_<base64>`: verify `webhook-signature` with it.")
+
+
+class WebhookEvent(BaseModel):
+    """The body POSTed to a job's webhook."""
+
+    type: Literal["job.started", "job.completed"]
+    timestamp: datetime
+    data: JobPublic = Field(description="The job as GET /v1/jobs/{id} returns it when the event is sent.")

@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     """Retry-After sent with 429 and with non-terminal job reads."""
     sse_poll_s: float = Field(0.5, gt=0)
 
+    webhooks_enabled: bool = True
+    """Run the webhook dispatcher inside the API (it sends the jobs' `start`/`completed` events)."""
+    webhook_secret: str | None = None
+    """Standard Webhooks signing secret (`whsec_<base64>`); default: generated once, kept in `<data_dir>/webhook_secret`."""
+    webhook_interval_s: float = Field(1.0, gt=0)
+    """How often the dispatcher looks for new events and due retries."""
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    """A receiver must answer within this many seconds, or the attempt counts as failed."""
+    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_retry_base_s: float = Field(5.0, gt=0)
+    """Retry k waits base * 4^(k-1) seconds (5 s, 20 s, 80 s, 320 s by default), at most an hour."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, v):

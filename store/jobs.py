@@ -56,13 +56,13 @@ class JobStore:
     # ------------------------------------------------------------------------------------------
     # jobs: create and read
 
-    def add_job(self, job: Job, idempotency: IdempotencyKey | None = None) -> Job:
-        """Insert a job (and its idempotency key in the same transaction).
+    def add_job(self, job: Job, idempotency: IdempotencyKey | None = None, extra: Iterable = ()) -> Job:
+        """Insert a job, its idempotency key and `extra` rows (its webhook) in one transaction.
 
         Raises:
             IdempotencyConflict: the key exists already (the caller replays or rejects).
         """
-        return self._insert(job, idempotency)
+        return self._insert(job, idempotency, extra)
 
     def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None when unknown or owned by someone else (owner None = any)."""
@@ -331,10 +331,11 @@ class JobStore:
         """Insert an upload (and its idempotency key); raises IdempotencyConflict like add_job."""
         return self._insert(upload, idempotency)
 
-    def _insert(self, row, idempotency: IdempotencyKey | None):
-        """Insert `row` and its idempotency key in one transaction; a taken key is IdempotencyConflict."""
+    def _insert(self, row, idempotency: IdempotencyKey | None, extra: Iterable = ()):
+        """Insert `row`, its idempotency key and `extra` rows in one transaction; a taken key is IdempotencyConflict."""
         with self.Session() as s:
             s.add(row)
+            s.add_all(list(extra))
             if idempotency is not None:
                 s.add(idempotency)
             try:

@@ -1,10 +1,10 @@
-"""SQLAlchemy tables: jobs, uploads, idempotency keys. The job table is the source of truth."""
+"""SQLAlchemy tables: jobs, uploads, idempotency keys, webhooks. The job table is the source of truth."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -106,3 +106,45 @@ class IdempotencyKey(Base):
     resource_id: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JobWebhook(Base):
+    """A job's webhook subscription: where to POST which events.
+
+    A table of its own (not columns of the job table) so that an existing job database gains it by
+    `create_all` without a migration.
+    """
+
+    __tablename__ = "nfrecon_job_webhooks"
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list] = mapped_column(JSON)
+    """Subset of ("start", "completed")."""
+    done: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    """Every event that will ever happen to the job has been queued for delivery."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event of one job to POST (a transactional outbox row), retried with backoff until a 2xx."""
+
+    __tablename__ = "nfrecon_webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    """Sent as the `webhook-id` header: the receiver's deduplication key (the same on every retry)."""
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
+    event: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    """pending, delivered, failed (out of attempts, or the receiver answered 410 Gone)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """A dispatcher's lease on the row while it sends (several API processes may dispatch)."""
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("job_id", "event", name="uq_nfrecon_webhook_job_event"),)

@@ -7,11 +7,14 @@ worker subprocesses and real nfcore fits on tiny inputs.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +160,40 @@ def create_sdf_job(client, upload_id, *, options=None, headers=None, **extra):
     body = {"method": "sdf", "preset": "fast", "inputs": [upload_id],
             "options": TINY_OPTIONS if options is None else options, **extra}
     return client.post("/v1/jobs", json=body, headers=headers or {})
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records POSTs and answers with the next scripted status."""
+
+    def __init__(self, statuses: list[int] | None = None):
+        self.requests: list[dict] = []
+        self.statuses = list(statuses or [])
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["content-length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                receiver.requests.append({"path": self.path, "headers": headers, "body": body})
+                code = receiver.statuses.pop(0) if receiver.statuses else 204
+                self.send_response(code)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def events(self) -> list[dict]:
+        return [json.loads(r["body"]) for r in self.requests]

@@ -12,7 +12,16 @@ from pydantic import ValidationError
 
 from api.deps import OwnerDep, ServicesDep
 from api.errors import ProblemError
-from api.schemas import JobCreate, JobList, JobPublic, JobSpec, LogLines, RetryRequest, problems
+from api.schemas import (
+    JobCreate,
+    JobList,
+    JobPublic,
+    JobSpec,
+    LogLines,
+    RetryRequest,
+    WebhookDeliveryList,
+    problems,
+)
 from api.services import jobs as svc
 from api.services import uploads
 from store import TERMINAL
@@ -49,7 +58,8 @@ def create_job(
     job, replayed = svc.create_job(
         services, owner, method=body.method, preset=body.preset, options=body.options,
         preconditioning=body.preconditioning, output_formats=body.output_formats, upload=upload, name=body.name,
-        metadata=body.metadata, idempotency_key=idempotency_key,
+        metadata=body.metadata, idempotency_key=idempotency_key, webhook=body.webhook,
+        webhook_events=body.webhook_events_filter,
     )
     _created(response, job, replayed)
     return svc.job_public(services, job)
@@ -79,7 +89,8 @@ async def create_job_form(
             services, owner, method=parsed.method, preset=parsed.preset, options=parsed.options,
             preconditioning=parsed.preconditioning, output_formats=parsed.output_formats, upload=upload,
             name=parsed.name, metadata=parsed.metadata, idempotency_key=idempotency_key,
-            fingerprint_extra={"inputs": [upload.sha256]}))
+            fingerprint_extra={"inputs": [upload.sha256]}, webhook=parsed.webhook,
+            webhook_events=parsed.webhook_events_filter))
     except BaseException:
         uploads.delete_upload(services, owner, upload.id)
         raise
@@ -190,3 +201,12 @@ async def job_events(job_id: str, request: Request, services: ServicesDep, owner
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/jobs/{job_id}/webhooks", response_model=WebhookDeliveryList, responses=problems(401, 404),
+            summary="The job's webhook deliveries: event, attempts, last answer")
+def job_webhooks(job_id: str, services: ServicesDep, owner: OwnerDep) -> dict:
+    from api.services.webhooks import delivery_public
+
+    svc.get_job(services, owner, job_id)
+    return {"items": [delivery_public(d) for d in services.webhooks.deliveries(job_id)]}

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from api.deps import Services
 from api.errors import ProblemError, not_found
-from store import TERMINAL, IdempotencyConflict, IdempotencyKey, Job, JobStatus, Upload, utcnow
+from store import TERMINAL, IdempotencyConflict, IdempotencyKey, Job, JobStatus, JobWebhook, Upload, utcnow
 
 SCOPE = "POST /v1/jobs"
 STATUSES = [s.value for s in JobStatus]
@@ -28,6 +28,7 @@ def links(job_id: str) -> dict[str, str]:
 def job_public(services: Services, job: Job, *, full: bool = True, queue_position: int | None = None) -> dict:
     if queue_position is None and job.status == JobStatus.queued.value:
         queue_position = services.store.queue_position(job)
+    hook = services.webhooks.subscription(job.id) if full else None
     return {
         "id": job.id, "name": job.name, "method": job.method, "preset": job.preset, "status": job.status,
         "stage": job.stage, "progress": job.progress, "queue_position": queue_position, "attempt": job.attempt,
@@ -36,6 +37,7 @@ def job_public(services: Services, job: Job, *, full: bool = True, queue_positio
         "metadata": job.metadata_ or {}, "created_at": job.created_at, "updated_at": job.updated_at,
         "started_at": job.started_at, "finished_at": job.finished_at, "expires_at": job.expires_at,
         "artifacts_expired": job.artifacts_expired, "links": links(job.id),
+        "webhook": hook.url if hook else None, "webhook_events_filter": hook.events if hook else None,
     }
 
 
@@ -109,12 +111,22 @@ def _check_queue(services: Services, owner: str) -> None:
 def create_job(services: Services, owner: str, *, method: str, preset: str | None, options: dict,
                preconditioning: dict | None, output_formats: list[str] | None, upload: Upload, name: str | None,
                metadata: dict, idempotency_key: str | None, fingerprint_extra: dict | None = None,
-               retry_of: str | None = None, input_path=None) -> tuple[Job, bool]:
+               retry_of: str | None = None, input_path=None, webhook: str | None = None,
+               webhook_events: list[str] | None = None) -> tuple[Job, bool]:
     """Validate, insert, publish. Returns (job, replayed)."""
+    from api.services.webhooks import check_url
+
     s = services.settings
     preset = preset or s.default_preset
+    if webhook is not None:
+        check_url(webhook)
+        webhook_events = sorted(set(webhook_events or ["completed"]))
+    elif webhook_events:
+        raise ProblemError(422, "invalid_webhook", "webhook_events_filter needs a webhook URL",
+                           errors=[{"loc": ["body", "webhook"], "msg": "missing"}])
     payload = {"method": method, "preset": preset, "options": options, "preconditioning": preconditioning,
                "output_formats": output_formats, "inputs": [upload.id], "name": name, "metadata": metadata,
+               **({"webhook": webhook, "webhook_events_filter": webhook_events} if webhook else {}),
                **(fingerprint_extra or {})}
     fingerprint = _fingerprint(payload)
     if idempotency_key:
@@ -148,8 +160,9 @@ def create_job(services: Services, owner: str, *, method: str, preset: str | Non
     if idempotency_key:
         key = IdempotencyKey(owner=owner, scope=SCOPE, key=idempotency_key, fingerprint=fingerprint,
                              resource_id=job_id, created_at=now, expires_at=now + timedelta(seconds=s.idempotency_ttl_s))
+    hook = [JobWebhook(job_id=job_id, url=webhook, events=webhook_events, done=False, created_at=now)] if webhook else []
     try:
-        services.store.add_job(job, key)
+        services.store.add_job(job, key, hook)
     except IdempotencyConflict as exc:
         services.artifacts.remove_job(job_id)
         return _replay(services, owner, exc.existing, fingerprint), True
@@ -236,10 +249,12 @@ def retry_job(services: Services, owner: str, job_id: str, *, preset: str | None
         id=inp["upload_id"], owner=owner, filename=inp["filename"], path="", size=0, sha256=inp.get("sha256", ""),
         media_type="application/octet-stream", format=inp["format"], kind=inp["kind"],
         report={"kind": inp["kind"], "has_normals": inp.get("has_normals"), "n_points": inp.get("n_points")})
+    hook = services.webhooks.subscription(old.id)
     job, _ = create_job(services, owner, method=old.method, preset=preset or old.preset,
                         options=old.options if options is None else options, preconditioning=None,
                         output_formats=None, upload=upload, name=old.name, metadata=old.metadata_ or {},
-                        idempotency_key=None, retry_of=old.id, input_path=src)
+                        idempotency_key=None, retry_of=old.id, input_path=src,
+                        webhook=hook.url if hook else None, webhook_events=hook.events if hook else None)
     return job
 
 
@@ -249,6 +264,7 @@ def delete_job(services: Services, owner: str, job_id: str) -> None:
         services.store.request_cancel(job_id)
         services.queue.revoke(job_id, terminate=job.status != JobStatus.queued.value)
     services.store.delete_job(job_id)
+    services.webhooks.delete_for_job(job_id)
     services.artifacts.remove_job(job_id)
 
 

@@ -14,8 +14,9 @@ import httpx
 import pytest
 import trimesh
 
+from api.services.webhooks import verify
 from nfrecon.serve import EmbeddedBroker, free_port
-from tests.service_fixtures import TINY_OPTIONS, sphere_xyz, wait_for
+from tests.service_fixtures import TINY_OPTIONS, Receiver, sphere_xyz, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,11 +69,12 @@ def test_serve_runs_one_job_end_to_end_without_redis_server(tmp_path):
         wait_for(healthy, 60, interval=0.5, what="nfrecon serve to be ready")
         assert _processes_with(marker), "the embedded worker subprocess is running"
         cloud = sphere_xyz(tmp_path / "ball.xyz")
-        with httpx.Client(base_url=base, timeout=30) as c:
+        with httpx.Client(base_url=base, timeout=30) as c, Receiver() as rx:
             up = c.post("/uploads", params={"filename": "ball.xyz"}, content=cloud.read_bytes())
             assert up.status_code == 201, up.text
             r = c.post("/jobs", json={"method": "sdf", "preset": "fast", "inputs": [up.json()["id"]],
-                                      "options": TINY_OPTIONS})
+                                      "options": TINY_OPTIONS, "webhook": rx.url,
+                                      "webhook_events_filter": ["start", "completed"]})
             assert r.status_code == 201, r.text
             jid = r.json()["id"]
             job = wait_for(lambda: (j := c.get(f"/jobs/{jid}").json())["status"] in ("succeeded", "failed") and j,
@@ -80,6 +82,13 @@ def test_serve_runs_one_job_end_to_end_without_redis_server(tmp_path):
             assert job["status"] == "succeeded", job["error"]
             mesh = trimesh.load(io.BytesIO(c.get(f"/jobs/{jid}/artifacts/mesh.ply").content), file_type="ply")
             assert len(mesh.faces) > 100
+            # The service's own dispatcher sent both events, signed with the secret it publishes.
+            wait_for(lambda: len(rx.requests) == 2, 30, what="the start and completed webhooks")
+            events = rx.events()
+            assert [e["type"] for e in events] == ["job.started", "job.completed"]
+            assert events[1]["data"]["status"] == "succeeded" and events[1]["data"]["metrics"]
+            secret = c.get("/webhooks/secret").json()["key"]
+            assert all(verify(secret, req["headers"], req["body"]) for req in rx.requests)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
