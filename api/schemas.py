@@ -55,6 +55,8 @@ class Ready(BaseModel):
     ready: bool
     database: str
     broker: str
+    workers: int = Field(0, description="Live workers. 0 does not make the API unready (jobs wait queued), "
+                         "but nothing will run until one starts.")
 
 
 class Limits(BaseModel):
@@ -77,6 +79,14 @@ class Retention(BaseModel):
     idempotency_ttl_s: int
 
 
+class WorkerInfo(BaseModel):
+    hostname: str
+    queues: list[str]
+    pid: int | None = None
+    started_at: datetime | None = None
+    last_seen: datetime | None = None
+
+
 class Info(BaseModel):
     name: str = "nfrecon"
     version: str
@@ -84,6 +94,8 @@ class Info(BaseModel):
     queue: QueueInfo
     retention: Retention
     auth: bool = Field(description="Whether bearer API keys are required.")
+    workers: list[WorkerInfo] = Field(default_factory=list,
+                                      description="Workers seen in the last few seconds and the queues they serve.")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     """Retry-After sent with 429 and with non-terminal job reads."""
     sse_poll_s: float = Field(0.5, gt=0)
 
+    worker_presence_interval_s: float = Field(5.0, gt=0)
+    """How often a worker refreshes its presence key (GET /v1/info lists workers seen within 3 intervals)."""
+
     webhooks_enabled: bool = True
     """Run the webhook dispatcher inside the API (it sends the jobs' `start`/`completed` events)."""
     webhook_secret: str | None = None

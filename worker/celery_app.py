@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from api.settings import Settings, get_settings
 
@@ -81,6 +81,30 @@ def _check_no_cuda_in_parent(**_):
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         raise RuntimeError("CUDA was initialised in the Celery parent process; import torch only inside tasks")
+
+
+_presence = None
+
+
+@worker_ready.connect
+def _announce(sender=None, **_):
+    """Start the presence key of this worker (its parent process) once it consumes its queues."""
+    global _presence  # one worker process, one presence: signals offer no other place to keep it
+    from worker.presence import Presence
+
+    settings = get_settings()
+    queues = [q.name for q in sender.task_consumer.queues] if sender is not None and sender.task_consumer else []
+    hostname = getattr(sender, "hostname", None) or "unknown"
+    _presence = Presence(settings.broker_url, settings.queue_prefix, hostname, queues,
+                         interval_s=settings.worker_presence_interval_s).start()
+
+
+@worker_shutdown.connect
+def _retire(**_):
+    global _presence
+    if _presence is not None:
+        _presence.stop()
+        _presence = None
 
 
 app = make_celery(get_settings())

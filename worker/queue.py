@@ -57,5 +57,21 @@ class JobQueue:
         with self.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
 
+    def workers(self) -> list[dict]:
+        """The live workers (their presence keys in the broker), or [] when the broker cannot be read."""
+        import redis
+
+        from worker.presence import list_workers
+
+        try:
+            client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+            try:
+                return list_workers(client, self.settings.queue_prefix)
+            finally:
+                client.close()
+        except redis.RedisError:
+            logger.warning("could not list workers", exc_info=True)
+            return []
+
     def close(self) -> None:
         self.celery.close()

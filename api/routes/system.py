@@ -31,7 +31,8 @@ async def ready(services: ServicesDep):
     except Exception as exc:
         result["broker"] = f"error: {type(exc).__name__}"
     ok = result["database"] == "ok" and result["broker"] == "ok"
-    return JSONResponse(Ready(ready=ok, **result).model_dump(), status_code=200 if ok else 503)
+    workers = len(await anyio.to_thread.run_sync(services.queue.workers)) if result["broker"] == "ok" else 0
+    return JSONResponse(Ready(ready=ok, workers=workers, **result).model_dump(), status_code=200 if ok else 503)
 
 
 @router.get("/info", response_model=Info, summary="Service info: version, limits, queue length, retention")
@@ -49,4 +50,5 @@ def info(services: ServicesDep, _owner: OwnerDep) -> Info:
         retention={"jobs_ttl_s": s.job_ttl_s, "uploads_ttl_s": s.upload_ttl_s,
                    "idempotency_ttl_s": s.idempotency_ttl_s},
         auth=bool(s.api_keys),
+        workers=services.queue.workers(),
     )

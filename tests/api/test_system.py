@@ -11,7 +11,7 @@ from nfrecon.serve import free_port
 def test_health_and_ready(client):
     assert client.get("/v1/health").json() == {"status": "ok"}
     r = client.get("/v1/ready")
-    assert r.status_code == 200 and r.json() == {"ready": True, "database": "ok", "broker": "ok"}
+    assert r.status_code == 200 and r.json() == {"ready": True, "database": "ok", "broker": "ok", "workers": 0}
 
 
 def test_ready_is_503_when_the_broker_is_down(make_settings):
@@ -28,6 +28,30 @@ def test_info_reports_limits_and_queue(make_settings):
     assert info["limits"]["max_upload_bytes"] == 12345 and info["limits"]["max_queue"] == 7
     assert info["queue"] == {"queued": 0, "running": 0}
     assert info["auth"] is False and info["version"]
+    assert info["workers"] == []  # no worker runs in the API tests
+
+
+def test_worker_presence_shows_in_info_and_ready(make_settings):
+    # The key a worker's parent keeps in the broker (worker/presence.py), written for real into the
+    # embedded broker; the API lists it, and it is gone once the worker stops.
+    import redis
+
+    from worker.presence import Presence, wait_until_gone
+
+    settings = make_settings()
+    with TestClient(create_app(settings)) as c:
+        presence = Presence(settings.broker_url, settings.queue_prefix, "gpu0@test", [settings.gpu_queue],
+                            interval_s=0.2).start()
+        try:
+            (w,) = c.get("/v1/info").json()["workers"]
+            assert w["hostname"] == "gpu0@test" and w["queues"] == [settings.gpu_queue] and w["last_seen"]
+            assert c.get("/v1/ready").json()["workers"] == 1
+        finally:
+            presence.stop()
+        client = redis.Redis.from_url(settings.broker_url)
+        assert wait_until_gone(client, settings.queue_prefix, "gpu0@test", 2)
+        client.close()
+        assert c.get("/v1/info").json()["workers"] == []
 
 
 def test_methods_and_schema(client):

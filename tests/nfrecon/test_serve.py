@@ -68,6 +68,10 @@ def test_serve_runs_one_job_end_to_end_without_redis_server(tmp_path):
 
         wait_for(healthy, 60, interval=0.5, what="nfrecon serve to be ready")
         assert _processes_with(marker), "the embedded worker subprocess is running"
+        # The worker announces itself: /info lists it with the queues it serves.
+        workers = wait_for(lambda: httpx.get(f"{base}/info", timeout=5).json()["workers"], 60, interval=0.5,
+                           what="the worker's presence")
+        assert workers[0]["hostname"].startswith("embedded-") and any(q.endswith("gpu") for q in workers[0]["queues"])
         cloud = sphere_xyz(tmp_path / "ball.xyz")
         with httpx.Client(base_url=base, timeout=30) as c, Receiver() as rx:
             up = c.post("/uploads", params={"filename": "ball.xyz"}, content=cloud.read_bytes())

@@ -57,6 +57,10 @@ def _status(api, jid):
 def test_end_to_end_upload_create_poll_download(api, redis_settings, tmp_path, sphere_file):  # noqa: F811
     worker = start_worker(redis_settings, tmp_path, "e2e")
     try:
+        # A real worker's parent announces itself in Redis: /v1/info lists it and its queues.
+        (w,) = wait_for(lambda: api.get("/v1/info").json()["workers"], 30, what="the worker's presence")
+        assert w["hostname"].startswith("e2e-") and sorted(w["queues"]) == sorted(
+            [redis_settings.gpu_queue, redis_settings.cpu_queue])
         uid = upload(api, sphere_file).json()["id"]
         jid = create_sdf_job(api, uid).json()["id"]
         job = wait_for(lambda: (j := _status(api, jid))["status"] in ("succeeded", "failed", "canceled") and j,
@@ -71,6 +75,8 @@ def test_end_to_end_upload_create_poll_download(api, redis_settings, tmp_path, s
         assert 0.3 < radius < 0.7
     finally:
         worker.stop()
+    # A clean shutdown removes the presence key at once (a crash lets it expire).
+    assert api.get("/v1/info").json()["workers"] == []
 
 
 def test_cancel_a_running_job(api, redis_settings, tmp_path, sphere_file):  # noqa: F811
