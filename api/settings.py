@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(5.0, gt=0)
     """A receiver must answer within this many seconds, or the attempt counts as failed."""
     webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_allow_private: bool = True
+    """Allow webhook URLs whose host is (or resolves to) a loopback, private or link-local address.
+    Turn off on a public deployment so that clients cannot make the server call its own network."""
     webhook_retry_base_s: float = Field(5.0, gt=0)
     """Retry k waits base * 4^(k-1) seconds (5 s, 20 s, 80 s, 320 s by default), at most an hour."""
 

@@ -119,7 +119,7 @@ def create_job(services: Services, owner: str, *, method: str, preset: str | Non
     s = services.settings
     preset = preset or s.default_preset
     if webhook is not None:
-        check_url(webhook)
+        check_url(webhook, allow_private=s.webhook_allow_private)
         webhook_events = sorted(set(webhook_events or ["completed"]))
     elif webhook_events:
         raise ProblemError(422, "invalid_webhook", "webhook_events_filter needs a webhook URL",

@@ -15,10 +15,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
 import secrets
+import socket
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -36,14 +38,33 @@ SECRET_PREFIX = "whsec_"
 MAX_URL_LENGTH = 2048
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, *, allow_private: bool = True) -> str:
     """The webhook URL as given, or a 422 naming what is wrong with it."""
-    parsed = httpx.URL(url) if len(url) <= MAX_URL_LENGTH else None
+    try:
+        parsed = httpx.URL(url) if len(url) <= MAX_URL_LENGTH else None
+    except httpx.InvalidURL:
+        parsed = None
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
         raise ProblemError(422, "invalid_webhook", f"webhook must be an http(s) URL of at most {MAX_URL_LENGTH} "
                            f"characters with a host, got {url[:100]!r}",
                            errors=[{"loc": ["body", "webhook"], "msg": "not an absolute http(s) URL"}])
+    if not allow_private and (reason := private_host(parsed.host, parsed.port)):
+        raise ProblemError(422, "invalid_webhook", f"webhook host {parsed.host!r} {reason}; this server only calls "
+                           "public addresses", errors=[{"loc": ["body", "webhook"], "msg": "private address"}])
     return url
+
+
+def private_host(host: str, port: int | None) -> str | None:
+    """Why `host` is not a public address (it is, or resolves to, a non-global IP), or None."""
+    try:
+        infos = socket.getaddrinfo(host, port or 80, type=socket.SOCK_STREAM)
+    except OSError:
+        return "does not resolve"
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not ip.is_global:
+            return f"resolves to the non-public address {ip}"
+    return None
 
 
 def load_secret(configured: str | None, data_dir: Path) -> str:
@@ -134,6 +155,12 @@ class WebhookDispatcher:
             self.store.record_attempt(delivery.id, status="failed", status_code=None, error="the job was deleted")
             return
         body, owner = built
+        if not self.settings.webhook_allow_private:
+            url = httpx.URL(delivery.url)
+            if reason := private_host(url.host, url.port):
+                self.store.record_attempt(delivery.id, status="failed", status_code=None,
+                                          error=f"host {url.host} {reason}: not called")
+                return
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",

@@ -198,3 +198,27 @@ def test_openapi_documents_the_webhook(client):
     props = spec["components"]["schemas"]["JobCreate"]["properties"]
     assert "webhook" in props and "webhook_events_filter" in props
     assert "/v1/webhooks/secret" in spec["paths"] and "/v1/jobs/{job_id}/webhooks" in spec["paths"]
+
+
+def test_private_addresses_can_be_refused(make_settings, sphere_file):
+    # On a public deployment the server must not be made to call its own network (SSRF).
+    from store import JobWebhook
+
+    with TestClient(create_app(make_settings(webhook_allow_private=False, webhooks_enabled=False))) as c, \
+            Receiver() as rx:
+        uid = upload(c, sphere_file).json()["id"]
+        for url in (rx.url, "http://localhost:8080/h", "http://10.1.2.3/h", "http://169.254.169.254/latest",
+                    "http://[::1]/h", "http://no-such-host.invalid/h"):
+            r = create_sdf_job(c, uid, webhook=url)
+            assert r.status_code == 422 and r.json()["code"] == "invalid_webhook", (url, r.text)
+        assert create_sdf_job(c, uid, webhook="http://93.184.216.34/hook").status_code == 201  # a public address
+        # A subscription that names a private host anyway (e.g. DNS changed since) is not called.
+        job = create_sdf_job(c, uid).json()
+        services = c.app.state.services
+        with services.store.Session() as s:
+            s.add(JobWebhook(job_id=job["id"], url=rx.url, events=["completed"], done=False))
+            s.commit()
+        _run(c, job["id"])
+        c.app.state.webhook_dispatcher.run_once()
+        (d,) = c.get(f"/v1/jobs/{job['id']}/webhooks").json()["items"]
+        assert d["status"] == "failed" and "not called" in d["last_error"] and rx.requests == []
