@@ -1,7 +1,7 @@
 """The Celery app: settings for long GPU jobs (service.md §6.7), built from `Settings`.
 
-`celery -A worker.celery_app worker -Q gpu,cpu -P prefork -c 1 --max-tasks-per-child=1` runs a
-worker; the API builds its own instance with `make_celery(settings)` only to publish and revoke.
+`celery -A worker.celery_app worker -Q gpu,cpu -c 1 --max-tasks-per-child=1` runs a worker (the
+pool is `worker_pool` below: prefork with a prompt child replacement, worker/pool.py); the API builds its own instance with `make_celery(settings)` only to publish and revoke.
 Nothing here imports torch: CUDA must never be initialised in the prefork parent, only in the
 child that runs a job (pytorch#40403).
 """
@@ -34,6 +34,8 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         task_acks_late=True,
         worker_prefetch_multiplier=1,
+        # Prefork, replacing each job's child within 0.25 s (Celery's CLI takes no module:Class for -P).
+        worker_pool="worker.pool:PromptPreforkPool",
         # Requeue when the child dies; safe only because the task counts attempts in the DB.
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
@@ -66,7 +68,7 @@ def worker_argv(settings: Settings, *, hostname: str | None = None, loglevel: st
     """The production worker command line: one prefork child, a fresh one per job (frees GPU memory)."""
     argv = [
         sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-        "-Q", worker_queues(settings, queues), "-P", "prefork", "-c", "1", "--max-tasks-per-child=1",
+        "-Q", worker_queues(settings, queues), "-c", "1", "--max-tasks-per-child=1",
         "--prefetch-multiplier=1", "--without-gossip", "--without-mingle", "-l", loglevel,
     ]
     if hostname:

@@ -29,12 +29,27 @@ def test_worker_command_line_uses_production_flags():
     s = Settings(queue_prefix="t.")
     argv = worker_argv(s, hostname="gpu0@%h")
     joined = " ".join(argv)
-    for flag in ("-P prefork", "-c 1", "--max-tasks-per-child=1", "--prefetch-multiplier=1", "-Q t.gpu,t.cpu",
+    assert "-P" not in argv  # the pool comes from the app's worker_pool setting
+    for flag in ("-c 1", "--max-tasks-per-child=1", "--prefetch-multiplier=1", "-Q t.gpu,t.cpu",
                  "-n gpu0@%h"):
         assert flag in joined
     assert worker_queues(s, "cpu") == "t.cpu"
     with pytest.raises(ValueError):
         worker_queues(s, "tpu")
+
+
+def test_pool_is_prefork_with_a_prompt_process_check():
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool
+
+    from worker.celery_app import make_celery
+    from worker.pool import MAINTAIN_INTERVAL_S
+
+    cls = get_implementation(make_celery(Settings()).conf.worker_pool)  # how the worker resolves it
+    assert issubclass(cls, TaskPool)
+    pool = cls.Pool.__new__(cls.Pool)  # the timers property needs no started pool
+    (interval,) = pool.timers.values()
+    assert interval == MAINTAIN_INTERVAL_S < 5.0
 
 
 def test_settings_from_environment(monkeypatch, tmp_path):
