@@ -88,8 +88,10 @@ def _ts(s: str | None) -> float | None:
     return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() if s else None
 
 
-async def _pollers(base: str, job_ids: list[str], n: int, seconds: float) -> list[float]:
+async def _pollers(base: str, job_ids: list[str], n: int, seconds: float) -> tuple[list[float], dict[str, int]]:
+    """Response times of the successful GETs, and a count of the failed ones by kind."""
     times: list[float] = []
+    errors: dict[str, int] = {}
     stop = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
@@ -97,13 +99,18 @@ async def _pollers(base: str, job_ids: list[str], n: int, seconds: float) -> lis
             jid = job_ids[i % len(job_ids)]
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
-                r = await client.get(f"/jobs/{jid}")
-                times.append(time.perf_counter() - t0)
+                try:
+                    r = await client.get(f"/jobs/{jid}")
+                except httpx.HTTPError as exc:  # counted, not fatal: the figures say how many
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    continue
                 if r.status_code != 200:
-                    raise RuntimeError(f"GET /jobs/{jid}: {r.status_code}")
+                    errors[f"HTTP {r.status_code}"] = errors.get(f"HTTP {r.status_code}", 0) + 1
+                    continue
+                times.append(time.perf_counter() - t0)
 
         await asyncio.gather(*(poll(i) for i in range(n)))
-    return times
+    return times, errors
 
 
 def run_one(broker: str, label: str, n_jobs: int, n_pollers: int, poll_seconds: float, work: Path) -> dict:
@@ -132,7 +139,7 @@ def run_one(broker: str, label: str, n_jobs: int, n_pollers: int, poll_seconds: 
                 time.sleep(2)
             # API latency on its own (worker idle): the two phases would otherwise slow each other
             # down on a small machine and neither figure would mean much.
-            poll_times = asyncio.run(_pollers(base, ids, n_pollers, poll_seconds))
+            poll_times, poll_errors = asyncio.run(_pollers(base, ids, n_pollers, poll_seconds))
         jobs.sort(key=lambda j: _ts(j["started_at"]) or 0)
         dispatch, prev_finished = [], None
         for j in jobs:
@@ -151,7 +158,7 @@ def run_one(broker: str, label: str, n_jobs: int, n_pollers: int, poll_seconds: 
             "get_job_latency_ms": {"pollers": n_pollers, "requests": len(poll_times),
                                    "median": 1000 * statistics.median(poll_times),
                                    "p99": 1000 * percentile(poll_times, 99),
-                                   "throughput_rps": len(poll_times) / poll_seconds},
+                                   "throughput_rps": len(poll_times) / poll_seconds, "errors": poll_errors},
         }
     finally:
         _stop(proc)
@@ -194,12 +201,14 @@ def main(argv: list[str] | None = None) -> int:
              f"then {args.pollers} concurrent pollers on GET /v1/jobs/{{id}} for {args.poll_seconds:g} s "
              "(SQLite job store, one uvicorn process). "
              f"{os.cpu_count()} CPUs, no GPU.", "",
-             "| broker | submit-to-start median (s) | p95 (s) | GET /jobs/{id} median (ms) | p99 (ms) | req/s |",
-             "|---|---|---|---|---|---|"]
+             "| broker | submit-to-start median (s) | p95 (s) | max (s) | GET /jobs/{id} median (ms) | p99 (ms) | req/s "
+             "| failed GETs |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         s, g = r["submit_to_start_s"], r["get_job_latency_ms"]
-        lines.append(f"| {r['broker']} | {s['median']:.3f} | {s['p95']:.3f} | {g['median']:.1f} | {g['p99']:.1f} | "
-                     f"{g['throughput_rps']:.0f} |")
+        failed = ", ".join(f"{k} {v}" for k, v in g.get("errors", {}).items()) or "0"
+        lines.append(f"| {r['broker']} | {s['median']:.3f} | {s['p95']:.3f} | {s['max']:.3f} | {g['median']:.1f} "
+                     f"| {g['p99']:.1f} | {g['throughput_rps']:.0f} | {failed} |")
     (args.out / "service.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
