@@ -85,28 +85,28 @@ def _check_no_cuda_in_parent(**_):
         raise RuntimeError("CUDA was initialised in the Celery parent process; import torch only inside tasks")
 
 
-_presence = None
-
-
 @worker_ready.connect
 def _announce(sender=None, **_):
-    """Start the presence key of this worker (its parent process) once it consumes its queues."""
-    global _presence  # one worker process, one presence: signals offer no other place to keep it
+    """Start this worker's presence key (in its parent process) once it consumes its queues.
+
+    The Presence is kept on the WorkController, which is the consumer's `controller` here and the
+    sender of worker_shutdown below.
+    """
     from worker.presence import Presence
 
     settings = get_settings()
-    queues = [q.name for q in sender.task_consumer.queues] if sender is not None and sender.task_consumer else []
-    hostname = getattr(sender, "hostname", None) or "unknown"
-    _presence = Presence(settings.broker_url, settings.queue_prefix, hostname, queues,
-                         interval_s=settings.worker_presence_interval_s).start()
+    queues = [q.name for q in sender.task_consumer.queues] if sender.task_consumer else []
+    presence = Presence(settings.broker_url, settings.queue_prefix, sender.hostname or "unknown", queues,
+                        interval_s=settings.worker_presence_interval_s)
+    sender.controller.nfrecon_presence = presence.start()
 
 
 @worker_shutdown.connect
-def _retire(**_):
-    global _presence
-    if _presence is not None:
-        _presence.stop()
-        _presence = None
+def _retire(sender=None, **_):
+    presence = getattr(sender, "nfrecon_presence", None)
+    if presence is not None:
+        presence.stop()
+        sender.nfrecon_presence = None
 
 
 app = make_celery(get_settings())
