@@ -10,15 +10,16 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from api.deps import Services
-from api.errors import install_error_handlers, problem_response
+from api.errors import ProblemError, install_error_handlers, problem_response
 from api.routes import artifacts, jobs, methods, system, uploads, webhooks
-from api.schemas import WebhookEvent
-from api.services.webhooks import WebhookDispatcher, load_secret
-from api.settings import Settings, get_settings
+from api.schemas import JobPublic, WebhookEvent
+from service import jobs as job_service
+from service.context import Services
+from service.queue import JobQueue
+from service.reaper import Reaper
+from service.settings import Settings, get_settings
+from service.webhooks import WebhookDispatcher, load_secret
 from store import ArtifactStore, JobStore, WebhookStore, make_engine
-from worker.queue import JobQueue
-from worker.reaper import Reaper
 
 logger = logging.getLogger("nfrecon.api")
 
@@ -71,8 +72,6 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    from api.errors import ProblemError
-
                     raise ProblemError(413, "too_large", f"request body exceeds the limit of {limit} bytes")
             return message
 
@@ -107,7 +106,11 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
         app.state.services = services
         reaper = Reaper(store, arts, settings, q)
         app.state.reaper = reaper
-        dispatcher = WebhookDispatcher(services, hooks, secret)
+
+        def render_job(job) -> dict:
+            return JobPublic.model_validate(job_service.job_public(services, job)).model_dump(mode="json")
+
+        dispatcher = WebhookDispatcher(settings, store, hooks, secret, render_job)
         app.state.webhook_dispatcher = dispatcher
         tasks = []
         if settings.republish_on_startup:
@@ -141,8 +144,13 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
         openapi_tags=TAGS,
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,
+        docs_url=None,  # /docs and /redoc: served offline by install_offline_docs
+        redoc_url=None,
     )
     install_error_handlers(app)
+    from api.docs_assets import install_offline_docs
+
+    install_offline_docs(app)
     for r in (system, methods, uploads, jobs, artifacts, webhooks):
         app.include_router(r.router, prefix="/v1")
 

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.errors import ProblemError
-from api.settings import Settings
-from store import ArtifactStore, JobStore, WebhookStore
-from worker.queue import JobQueue
-
-
-@dataclass
-class Services:
-    """Everything a request handler may use; built once per app in the lifespan (no globals)."""
-
-    settings: Settings
-    store: JobStore
-    artifacts: ArtifactStore
-    queue: JobQueue
-    webhooks: WebhookStore
-    webhook_secret: str
+from service.context import Services
+from service.errors import ProblemError
 
 
 def get_services(request: Request) -> Services:

@@ -10,6 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.errors import ProblemError, not_found
+
+__all__ = ["ProblemError", "not_found", "problem_response", "install_error_handlers"]
+
 logger = logging.getLogger("nfrecon.api")
 
 PROBLEM_JSON = "application/problem+json"
@@ -17,18 +21,6 @@ PROBLEM_JSON = "application/problem+json"
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
           409: "conflict", 410: "gone", 413: "too_large", 415: "unsupported_format", 416: "range_not_satisfiable",
           422: "invalid_request", 429: "queue_full", 500: "internal", 503: "unavailable"}
-
-
-class ProblemError(Exception):
-    """Raise anywhere in the API to answer with a problem document."""
-
-    def __init__(self, status: int, code: str, detail: str, *, title: str | None = None,
-                 errors: list[dict] | None = None, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
-        self.title = title or HTTPStatus(status).phrase
-        self.errors = errors
-        self.headers = headers or {}
 
 
 def problem_response(request: Request | None, status: int, code: str, detail: str, *, title: str | None = None,
@@ -45,10 +37,6 @@ def problem_response(request: Request | None, status: int, code: str, detail: st
     if errors:
         body["errors"] = errors
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
-
-
-def not_found(what: str, ident: str) -> ProblemError:
-    return ProblemError(404, f"{what}_not_found", f"no {what} with id {ident!r}")
 
 
 def _clean_loc(loc) -> list:
@@ -74,7 +62,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError):
         errors = [{"loc": _clean_loc(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[:5])
+        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
         return problem_response(request, 422, "invalid_request", f"invalid request: {fields}", errors=errors)
 
     @app.exception_handler(Exception)

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MethodName = Literal["sdf", "image", "occupancy"]
-PresetName = Literal["fast", "balanced", "quality"]
-MeshFormat = Literal["ply", "obj", "glb", "stl"]
+from nfcore.spec import MethodSpec
+from nfcore.vocab import DeviceKind, InputKind, PresetName, TaskName
+
 JobStatusName = Literal["queued", "running", "canceling", "succeeded", "failed", "canceled"]
 WebhookEventName = Literal["start", "completed"]
 
@@ -103,11 +103,11 @@ class Info(BaseModel):
 
 
 class MethodSummary(BaseModel):
-    name: MethodName
+    name: TaskName = Field(description="The task a spec names (`method.task` of a job).")
     title: str
     description: str
-    input_kinds: list[str]
-    input_formats: list[str]
+    input_kinds: list[InputKind]
+    input_formats: list[str] = Field(description="File extensions accepted for this task.")
     requires_normals: bool
     output_formats: list[str]
     presets: list[PresetName]
@@ -116,8 +116,10 @@ class MethodSummary(BaseModel):
 
 
 class MethodDetail(MethodSummary):
-    options_schema: dict[str, Any] = Field(description="JSON Schema of `options` (a partial MethodConfig).")
-    preset_options: dict[str, dict[str, Any]] = Field(description="What each preset sets, for the configured device.")
+    spec_schema: dict[str, Any] = Field(description="JSON Schema of a job's `method` (a MethodSpec: task, preset, "
+                                        "overrides); `overrides` is a partial MethodConfig.")
+    preset_options: dict[DeviceKind, dict[PresetName, dict[str, Any]]] = Field(
+        description="What each preset sets, per device: a worker resolves the spec for the device it runs on.")
 
 
 class MethodList(BaseModel):
@@ -161,52 +163,42 @@ class UploadPublic(BaseModel):
 # jobs
 
 
-class JobCreate(BaseModel):
-    """A job: which method, which input upload, and options on top of a preset."""
+class JobRequest(BaseModel):
+    """A job without its input: the method, a name, client metadata and a webhook (the `job` part of /jobs/form)."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"method": "sdf", "preset": "fast", "inputs": ["upl_3f9c2d1e8a7b4c6d9e0f1a2b"], "name": "bunny",
-                 "options": {"train": {"steps": 1000}}, "preconditioning": {"initial_scale": 0.02},
-                 "output_formats": ["ply", "obj"]}
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid")
 
-    method: MethodName = "sdf"
-    preset: PresetName | None = Field(None, description="Named preset; default from the server settings.")
-    inputs: list[str] = Field(min_length=1, max_length=1, description="Upload ids (one input per job).")
-    options: dict[str, Any] = Field(default_factory=dict,
-                                    description="Partial MethodConfig merged onto the preset (see GET /v1/methods/{name}).")
-    preconditioning: dict[str, Any] | None = Field(None, description="Shorthand for `options.precondition`.")
-    output_formats: list[MeshFormat] | None = Field(None, description="Shorthand for `options.extraction.formats`.")
+    method: MethodSpec | None = Field(None, description="Task, preset and overrides (a partial MethodConfig merged "
+                                      "onto the preset); stored as submitted. Default: an SDF with the server's "
+                                      "default preset. See GET /v1/methods/{task}.")
     name: str | None = Field(None, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict, description="Opaque client data, returned as is.")
     webhook: str | None = _WEBHOOK
     webhook_events_filter: list[WebhookEventName] | None = _WEBHOOK_EVENTS
 
 
-class JobSpec(BaseModel):
-    """The `spec` part of POST /v1/jobs/form: a JobCreate without `inputs` (the file part is the input)."""
+class JobCreate(JobRequest):
+    """A job: which upload to fit, and how."""
 
-    model_config = ConfigDict(extra="forbid")
-    method: MethodName = "sdf"
-    preset: PresetName | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-    preconditioning: dict[str, Any] | None = None
-    output_formats: list[MeshFormat] | None = None
-    name: str | None = Field(None, max_length=200)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    webhook: str | None = _WEBHOOK
-    webhook_events_filter: list[WebhookEventName] | None = _WEBHOOK_EVENTS
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"inputs": ["upl_3f9c2d1e8a7b4c6d9e0f1a2b"], "name": "bunny",
+                 "method": {"task": "sdf", "preset": "fast",
+                            "overrides": {"train": {"steps": 1000}, "precondition": {"initial_scale": 0.02},
+                                          "extraction": {"formats": ["ply", "obj"]}}}}
+            ]
+        },
+    )
+
+    inputs: list[str] = Field(min_length=1, max_length=1, description="Upload ids (one input per job).")
 
 
 class RetryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     preset: PresetName | None = Field(None, description="Another preset; default: the original job's.")
-    options: dict[str, Any] | None = Field(None, description="Replace the original options (default: keep them).")
+    overrides: dict[str, Any] | None = Field(None, description="Replace the original overrides (default: keep them).")
 
 
 class JobProgress(BaseModel):
@@ -243,8 +235,7 @@ class JobInput(BaseModel):
 class JobPublic(BaseModel):
     id: str = Field(examples=["job_9b1d0c6e2f3a4b5c8d7e6f01"])
     name: str | None = None
-    method: MethodName
-    preset: str
+    method: MethodSpec = Field(description="The method spec exactly as submitted.")
     status: JobStatusName
     stage: str | None = Field(None, description="load, train, extract, evaluate, write, done")
     progress: JobProgress | None = None
@@ -252,8 +243,9 @@ class JobPublic(BaseModel):
     attempt: int
     max_attempts: int
     inputs: list[JobInput]
-    options: dict[str, Any]
-    config: dict[str, Any] | None = Field(None, description="The resolved MethodConfig (view=full or GET by id).")
+    device: DeviceKind | None = Field(None, description="The device the worker resolved the spec for and ran it on.")
+    config: dict[str, Any] | None = Field(None, description="The MethodConfig the worker resolved the spec to, for its "
+                                          "device (once a worker started the job; view=full or GET by id).")
     error: JobError | None = None
     metrics: dict[str, Any] | None = None
     retry_of: str | None = None

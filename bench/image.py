@@ -88,11 +88,11 @@ def fit_once(image: np.ndarray, overrides: dict, steps: int, *, device: str, n_e
     import torch
 
     from nfcore.field import NeuralField
-    from nfcore.presets import resolve_config
+    from nfcore.spec import MethodSpec, resolve
     from nfcore.tasks.image import ImageTask
     from nfcore.train import train
 
-    config = resolve_config("image", "fast", {**overrides, "train": {**overrides["train"], "steps": steps}}, device=device)
+    config = resolve(MethodSpec(task="image", preset="fast", overrides={**overrides, "train": {**overrides["train"], "steps": steps}}), device)
     task = ImageTask(torch.as_tensor(image, device=device), batch_size=config.train.batch_size, boundary=config.precondition.boundary)
     field = NeuralField(
         config.encoding, config.network, 2, image.shape[2], device=device, generator=torch.Generator().manual_seed(config.train.seed)

@@ -45,7 +45,7 @@ def closed_meshes(folder: Path) -> dict[str, Path]:
 def run_one(path: Path, preset: str, sp: str, optimizer: str, steps: int | None, device: str) -> dict:
     """One occupancy fit; returns the figures the report shows."""
     from nfcore.fit import fit
-    from nfcore.presets import resolve_config
+    from nfcore.spec import MethodSpec, resolve
 
     overrides: dict = {}
     if steps:
@@ -54,7 +54,7 @@ def run_one(path: Path, preset: str, sp: str, optimizer: str, steps: int | None,
         overrides["precondition"] = {"enabled": sp == "on"}
     if optimizer == "esgd":
         overrides["optimizer"] = {"type": "esgd"}
-    config = resolve_config("occupancy", preset, overrides, device=device)
+    config = resolve(MethodSpec(task="occupancy", preset=preset, overrides=overrides), device)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = fit(path, config, tmp, device=device)

@@ -39,10 +39,12 @@ def poisson_reconstruct(
         density_quantile: if set, drop vertices whose Poisson density is below this quantile
             (trims the surface Poisson invents far from the samples); None keeps the closed surface.
     """
+    from nfcore.open3d_import import import_open3d
+
     try:
-        import open3d as o3d
+        o3d = import_open3d()
     except ImportError as exc:
-        raise InputError("the Poisson baseline needs Open3D: pip install open3d (and the system's libusb-1.0-0)") from exc
+        raise InputError(f"the Poisson baseline needs Open3D: {exc}") from exc
     points = np.asarray(points, dtype=np.float64)
     normals = np.asarray(normals, dtype=np.float64)
     if points.shape != normals.shape or points.ndim != 2 or points.shape[1] != 3:

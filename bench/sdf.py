@@ -40,10 +40,10 @@ def run_fit(spec: dict) -> dict:
     import torch
 
     from nfcore.fit import fit
-    from nfcore.presets import resolve_config
+    from nfcore.spec import MethodSpec, resolve
 
     device = spec.get("device", "cpu")
-    config = resolve_config("sdf", spec["preset"], spec.get("overrides") or {}, device=device)
+    config = resolve(MethodSpec(task="sdf", preset=spec["preset"], overrides=spec.get("overrides") or {}), device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()

@@ -19,6 +19,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nfcore.vocab import MeshFormat, TaskName
+
 
 class _Model(BaseModel):
     """Base: unknown keys are errors (a typo must not be silently ignored)."""
@@ -61,12 +63,33 @@ class HashGridEncodingConfig(_Model):
     finest_resolution: int = Field(2048, ge=4)
     """Resolution of the finest level, used when `per_level_scale` is None."""
     backend: Literal["auto", "torch", "tcnn"] = "auto"
-    """`auto` uses tinycudann on CUDA when importable, else the pure PyTorch grid."""
+    """`auto` uses tinycudann on CUDA when importable and `implementation` is "function", else the
+    pure PyTorch grid."""
     init_scale: float = Field(1e-4, gt=0)
     """Table entries start as U(-init_scale, init_scale), as tiny-cuda-nn does."""
     implementation: Literal["function", "autograd"] = "function"
     """Pure PyTorch backend: "function" = custom autograd with analytic (double) backward (fast);
-    "autograd" = explicit differentiable ops (reference, any derivative order, e.g. ESGD with eikonal)."""
+    "autograd" = explicit differentiable ops (reference, any derivative order, e.g. ESGD with eikonal).
+    tinycudann has its own fused kernels, so "autograd" always means the PyTorch grid."""
+
+    @model_validator(mode="after")
+    def _finest_not_below_base(self) -> HashGridEncodingConfig:
+        # Otherwise the derived growth factor is below 1 and the "finest" level is the coarsest.
+        if self.per_level_scale is None and self.n_levels > 1 and self.finest_resolution <= self.base_resolution:
+            raise ValueError(f"encoding.finest_resolution ({self.finest_resolution}) must exceed "
+                             f"encoding.base_resolution ({self.base_resolution})")
+        return self
+
+    @model_validator(mode="after")
+    def _tcnn_is_not_autograd(self) -> HashGridEncodingConfig:
+        # tcnn's fused kernels are not the plain differentiable torch ops "autograd" promises; running
+        # them anyway would silently drop the requested implementation.
+        if self.backend == "tcnn" and self.implementation == "autograd":
+            raise ValueError(
+                "encoding.backend 'tcnn' cannot run encoding.implementation 'autograd' (explicit "
+                "differentiable torch ops): use backend 'torch' or 'auto', or implementation 'function'"
+            )
+        return self
 
     def resolved_per_level_scale(self) -> float:
         """Per-level growth factor b with base * b^(L-1) = finest."""
@@ -331,7 +354,7 @@ class ExtractionConfig(_Model):
     largest_component: bool = False
     field_normals: bool = True
     """Vertex normals from the field's gradient instead of the mesh's faces."""
-    formats: list[Literal["ply", "obj", "glb", "stl"]] = Field(default_factory=lambda: ["ply"])
+    formats: list[MeshFormat] = Field(default_factory=lambda: ["ply"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,7 +364,7 @@ class ExtractionConfig(_Model):
 class MethodConfig(_Model):
     """A whole method: what to fit, with which field, how to train it and how to extract it."""
 
-    task: Literal["sdf", "image", "occupancy"] = "sdf"
+    task: TaskName = "sdf"
     encoding: EncodingConfig = Field(default_factory=HashGridEncodingConfig)
     network: NetworkConfig = Field(default_factory=MLPNetworkConfig)
     precondition: PreconditionConfig = Field(default_factory=PreconditionConfig)

@@ -1,17 +1,41 @@
-"""The public entry point: fit a neural field to an input file and write the results."""
+"""The public entry point: fit a neural field to an input file and write the results.
+
+Every task goes through the same stages, each a slice of the overall progress fraction:
+load 0-0.05, train 0.05-0.85, extract 0.85-0.95, evaluate 0.95-0.98, write 0.98-1.0.
+The task (nfcore.tasks) says what each stage means for its kind of input; this module runs
+them, adds the metrics every task shares and writes metrics.json and config.json.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+import trimesh
+
 from nfcore.config import MethodConfig
+from nfcore.device import resolve_device
 from nfcore.errors import InputError
-from nfcore.progress import ProgressCallback
+from nfcore.progress import ProgressCallback, Reporter
+from nfcore.tasks import PhaseProgress, task_type
+from nfcore.train import train
+
+PHASE_SPANS: dict[str, tuple[float, float]] = {
+    "load": (0.0, 0.05),
+    "train": (0.05, 0.85),
+    "extract": (0.85, 0.95),
+    "evaluate": (0.95, 0.98),
+    "write": (0.98, 1.0),
+}
 
 
-@dataclass
+@dataclasses.dataclass
 class FitResult:
     """What a fit produced: files written, quality figures, the resolved config."""
 
@@ -20,7 +44,37 @@ class FitResult:
     config: MethodConfig
     seconds: float
     steps: int
-    mesh: Any = field(default=None, repr=False)  # trimesh.Trimesh for sdf/occupancy
+    mesh: Any = dataclasses.field(default=None, repr=False)  # trimesh.Trimesh for sdf/occupancy
+
+
+class _Phases:
+    """Reports the start and sub-progress of each pipeline phase and keeps its wall-clock seconds.
+
+    Args:
+        reporter: where progress goes.
+        device: on CUDA each phase ends with a synchronize, so that work queued on the GPU is
+            timed in the phase that queued it.
+    """
+
+    def __init__(self, reporter: Reporter, device: torch.device):
+        self.reporter = reporter
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def run(self, phase: str, message: str, **fields) -> Iterator[PhaseProgress]:
+        """Enter `phase`; yields its `progress(fraction, message=None)`, fraction 0..1 within the phase."""
+        lo, hi = PHASE_SPANS[phase]
+
+        def progress(fraction: float, message: str | None = None) -> None:
+            self.reporter.report(phase, lo + (hi - lo) * fraction, force=message is not None, message=message or "")
+
+        self.reporter.report(phase, lo, force=True, message=message, **fields)
+        t0 = time.perf_counter()
+        yield progress
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds[phase] = time.perf_counter() - t0
 
 
 def fit(
@@ -39,8 +93,9 @@ def fit(
         device: "auto", "cpu", "cuda" or None (then `config.device`).
         callback: receives `nfcore.progress.Progress` at a bounded rate; returning False stops
             the fit with FitCanceled.
-        gt_path: optional ground-truth mesh; adds Chamfer/F-score/NC/IoU to the metrics.
-        checkpoint_path: resume from / save training checkpoints to this file.
+        gt_path: optional ground-truth mesh (sdf, occupancy); adds Chamfer/F-score/NC/IoU to the metrics.
+        checkpoint_path: resume from / save training checkpoints to this file (every
+            `config.train.checkpoint_every` steps and at the end).
     Raises:
         InputError: the input or the options are unusable (message names the problem).
         FitCanceled: the callback asked to stop.
@@ -48,17 +103,72 @@ def fit(
     path = Path(input_path)
     if not path.is_file():
         raise InputError(f"input file not found: {path}")
-    kwargs = dict(device=device, callback=callback)
-    if config.task == "sdf":
-        from nfcore.tasks.sdf import fit_sdf
+    task_cls = task_type(config.task)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device if device is not None else config.device)
+    reporter = Reporter(callback, config.train.progress_interval_s)
+    phases = _Phases(reporter, device)
+    seed = config.train.seed
+    gt = Path(gt_path) if gt_path is not None else None
 
-        return fit_sdf(path, config, out_dir, gt_path=gt_path, checkpoint_path=checkpoint_path, **kwargs)
-    if config.task == "image":
-        from nfcore.tasks.image import fit_image
+    with phases.run("load", f"reading {path.name}") as progress:
+        task = task_cls.load(path, config, device, progress)
+        field = task.build_field(config, device, torch.Generator().manual_seed(seed))
 
-        return fit_image(path, config, out_dir, **kwargs)
-    if config.task == "occupancy":
-        from nfcore.tasks.occupancy import fit_occupancy
+    hook_seconds = 0.0
 
-        return fit_occupancy(path, config, out_dir, **kwargs)
-    raise InputError(f"unknown task {config.task!r}")
+    def on_step(step: int, field: torch.nn.Module) -> None:
+        nonlocal hook_seconds
+        t0 = time.perf_counter()
+        task.on_step(step, field)
+        hook_seconds += time.perf_counter() - t0
+
+    with phases.run("train", "training", step=0, total_steps=config.train.steps):
+        training = train(
+            field,
+            task,
+            config,
+            device=device,
+            generator=torch.Generator(device=device).manual_seed(seed),
+            reporter=reporter,
+            checkpoint_path=checkpoint_path,
+            phase_span=PHASE_SPANS["train"],
+            on_step=on_step,
+        )
+
+    with phases.run("extract", "extracting") as progress:
+        products = task.extract(field, config, progress)
+
+    with phases.run("evaluate", "computing metrics"):
+        task_metrics = task.evaluate(field, products, config, gt)
+
+    with phases.run("write", "writing artifacts"):
+        artifacts = task.write(products, out_dir, config)
+        (out_dir / "config.json").write_text(config.model_dump_json(indent=2))
+        artifacts["config.json"] = out_dir / "config.json"
+        if task.similarity is not None:
+            (out_dir / "normalization.json").write_text(json.dumps(task.similarity.to_dict(), indent=2))
+            artifacts["normalization.json"] = out_dir / "normalization.json"
+
+    metrics = {
+        "task": task.name,
+        **task_metrics,
+        "steps": training.steps,
+        "resumed_from": training.resumed_from,
+        "train_seconds": max(0.0, training.seconds - hook_seconds),  # the on_step bookkeeping is not training
+        "samples_per_second": training.samples_per_second,
+        "final_loss": training.final_loss,
+        "device": str(device),
+        "encoding": config.encoding.type,
+        "network": config.network.type,
+        "optimizer": config.optimizer.type,
+        "precondition": config.precondition_enabled(),
+        "timings": phases.seconds,
+        "seconds": reporter.elapsed(),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    artifacts["metrics.json"] = out_dir / "metrics.json"
+    reporter.report("write", 1.0, force=True, message="done")
+    mesh = products if isinstance(products, trimesh.Trimesh) else None
+    return FitResult(artifacts=artifacts, metrics=metrics, config=config, seconds=reporter.elapsed(), steps=training.steps, mesh=mesh)

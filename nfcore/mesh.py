@@ -65,13 +65,65 @@ def _grid_indices(shape: tuple[int, int, int], offset: int = 0) -> np.ndarray:
     return idx
 
 
+SLOPE_SAFETY = 2.0
+"""Factor on the steepest finite difference seen, for the slope bound of a level.
+
+A finite difference along an axis never exceeds the field's Lipschitz constant L, but it may
+under-estimate it by sqrt(3) (gradient along a cell diagonal) and by however much the peak slope
+exceeds the mean over one spacing; 2 covers the first with some margin for the second. For an SDF
+(axis differences <= 1) this gives 2, the default floor, so the SDF fast path is unchanged.
+"""
+
+
+def _observed_slope(ci: np.ndarray, values: np.ndarray, step: float, evaluated: np.ndarray | None) -> float:
+    """Largest |difference| / distance between axis neighbours both in `evaluated` (all when None).
+
+    Args:
+        ci: (nc,) fine-grid indices of the nodes on each axis; step: fine-grid spacing in world units.
+        values: (nc, nc, nc) field values; evaluated: (nc, nc, nc) bool, False where only filled.
+    """
+    spacing = np.diff(ci).astype(np.float32) * np.float32(step)  # (nc-1,) world distance to the next node
+    slope = 0.0
+    for axis in range(3):
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        d = np.abs(np.diff(values, axis=axis)) / spacing.reshape(shape)
+        if evaluated is not None:
+            lo, hi = [slice(None)] * 3, [slice(None)] * 3
+            lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+            d = np.where(evaluated[tuple(lo)] & evaluated[tuple(hi)], d, 0.0)
+        if d.size:
+            slope = max(slope, float(d.max()))
+    return slope
+
+
 class _Level:
     """Field values on a sub-grid (nodes at positions `ci` of the fine grid on each axis) and
     which of its cells may hold the surface."""
 
-    def __init__(self, ci: np.ndarray, values: np.ndarray, level: float, bound_per_voxel: float, dilate: bool):
-        self.ci = ci  # (nc,) sorted fine-grid indices of this level's nodes
+    def __init__(
+        self,
+        ci: np.ndarray,
+        values: np.ndarray,
+        level: float,
+        step: float,
+        min_slope: float,
+        dilate: bool,
+        evaluated: np.ndarray | None = None,
+    ):
+        """Classify the cells of one level.
+
+        Args:
+            ci: (nc,) sorted fine-grid indices of this level's nodes; step: fine spacing (world units).
+            values: (nc, nc, nc) field values, level +/- FAR where not `evaluated` (None: all evaluated).
+            min_slope: floor of the slope bound (the user's Lipschitz constant, or the coarser level's bound).
+            dilate: add one cell of margin around the active cells (the coarsest level).
+        """
+        self.ci = ci
         nc = len(ci)
+        # The slope bound only grows towards finer levels: finer differences see steeper parts of the
+        # field, and a steep field (occupancy logits) must not be judged by the SDF bound.
+        self.slope = max(min_slope, SLOPE_SAFETY * _observed_slope(ci, values, step, evaluated))
         d = values - level  # (nc, nc, nc)
         cmin = d[:-1, :-1, :-1].copy()  # (nc-1,)*3 per cell: min and max over its 8 corners
         cmax = cmin.copy()
@@ -79,10 +131,10 @@ class _Level:
             corner = d[a : nc - 1 + a, b : nc - 1 + b, c : nc - 1 + c]
             np.minimum(cmin, corner, out=cmin)
             np.maximum(cmax, corner, out=cmax)
-        # A cell is skipped only when all 8 corners are farther than the bound (Lipschitz constant
-        # times half the cell diagonal) on the same side: every point of the cell is within half a
-        # diagonal of some corner, so a Lipschitz field has no zero there.
-        bound = bound_per_voxel * float(np.diff(ci).max())
+        # A cell is skipped only when all 8 corners are farther than the bound (slope bound times
+        # half the cell diagonal) on the same side: every point of the cell is within half a
+        # diagonal of some corner, so a field that steep at most has no zero there.
+        bound = self.slope * 0.5 * math.sqrt(3.0) * step * float(np.diff(ci).max())
         active = ~((cmin > bound) | (cmax < -bound))
         if dilate:
             # One cell of margin at the coarsest level, against fields steeper than the bound assumes.
@@ -122,20 +174,22 @@ def _level_positions(n: int, step: int) -> np.ndarray:
     return ci if ci[-1] == n - 1 else np.append(ci, n - 1)
 
 
-def _hierarchy(pos: np.ndarray, evaluate: _Evaluator, level: float, bound_per_voxel: float, min_nodes: int) -> _Level:
+def _hierarchy(
+    pos: np.ndarray, evaluate: _Evaluator, level: float, step: float, min_slope: float, min_nodes: int
+) -> _Level:
     """The `_Level` on node positions `pos`, its values computed coarse-to-fine from levels of twice the spacing."""
     if len(pos) <= min_nodes:
         values = evaluate(pos[_grid_indices((len(pos),) * 3)]).reshape((len(pos),) * 3)
-        return _Level(pos, values, level, bound_per_voxel, dilate=True)
+        return _Level(pos, values, level, step, min_slope, dilate=True)
     coarser = pos[::2] if pos[::2][-1] == pos[-1] else np.append(pos[::2], pos[-1])
-    parent = _hierarchy(coarser, evaluate, level, bound_per_voxel, min_nodes)
+    parent = _hierarchy(coarser, evaluate, level, step, min_slope, min_nodes)
     m = parent.membership(pos)
     values = parent.fill_values(m, m, m)  # (P, P, P)
     need = parent.need(m, m, m)
     idx = np.argwhere(need)  # (k, 3) indices into pos
     if len(idx):
         values[need] = evaluate(pos[idx])
-    return _Level(pos, values, level, bound_per_voxel, dilate=False)
+    return _Level(pos, values, level, step, parent.slope, dilate=False, evaluated=need)
 
 
 def extract_mesh(
@@ -163,10 +217,13 @@ def extract_mesh(
     Coarse-to-fine: the field is evaluated on a hierarchy of grids, each with twice the spacing of
     the next, from a dense one of at most `min_coarse_nodes` per axis down to spacing `coarse_step`
     (default 2, or 4 when resolution > 640). At every level, a cell whose 8 corners all lie farther
-    than `lipschitz * half the cell diagonal` from the level on the same side cannot hold the
-    surface (for a field with Lipschitz constant <= `lipschitz`); only nodes of the other cells are
-    evaluated at the next level, the rest get level +/- FAR by the coarse sign. The coarsest level
-    is dilated by one cell as a margin. For such fields the mesh equals the dense grid's.
+    than `slope * half the cell diagonal` from the level on the same side cannot hold the surface
+    (for a field with Lipschitz constant <= slope); only nodes of the other cells are evaluated at
+    the next level, the rest get level +/- FAR by the coarse sign. The slope bound is
+    max(`lipschitz`, 2 x the steepest axis finite difference between evaluated nodes of this and
+    the coarser levels), so steep fields (occupancy logits) get a proportionally wider band while
+    SDFs keep the bound 2. The coarsest level is dilated by one cell as a margin. For fields within
+    the bound the mesh equals the dense grid's.
 
     Memory: the fine grid is processed in slabs of `slab_size` cells along x (default: as many as fit
     in 2^27 nodes, 512 MB of float32 plus a 128 MB mask; 512^3 is one slab, 1024^3 nine), with one
@@ -177,6 +234,7 @@ def extract_mesh(
     Args:
         fn: (M, 3) float32 tensor on `device` -> (M,) or (M, 1) values; called under no_grad.
         gradient_fn: optional (M, 3) -> (M, 3) gradient; if given, vertex normals are its normalised value.
+        lipschitz: floor of the slope bound; 2 suits an SDF (slope 1, with margin).
         progress: called with the (estimated) fraction of field evaluations done, ending with 1.0.
     Raises:
         ValueError: when the field never crosses `level` in the grid (no surface), or returns NaN.
@@ -201,8 +259,9 @@ def extract_mesh(
     coarse = None
     fine = np.arange(n)
     if use_coarse:
-        bound_per_voxel = lipschitz * 0.5 * math.sqrt(3.0) * step
-        coarse = _hierarchy(_level_positions(n, coarse_step), evaluate, float(level), bound_per_voxel, min_coarse_nodes)
+        coarse = _hierarchy(
+            _level_positions(n, coarse_step), evaluate, float(level), step, float(lipschitz), min_coarse_nodes
+        )
         n_active = coarse.n_active_cells()
         if n_active == 0:
             raise ValueError(f"no surface: the field does not come near level {level} anywhere in the grid")

@@ -49,11 +49,9 @@ def fscore(a: np.ndarray, b: np.ndarray, t: float) -> float:
 
 def has_inside_test() -> bool:
     """Whether volumetric IoU can be computed (it needs Open3D's Embree ray casting)."""
-    try:
-        import open3d  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    from nfcore.open3d_import import open3d_available
+
+    return open3d_available()
 
 
 def inside_mesh(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
@@ -62,10 +60,12 @@ def inside_mesh(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
     trimesh's `contains` without embreex is no substitute: 11 s and 3.4 GB for 1,000 points on the
     70k-face bunny (measured), so there is no pure-Python fallback.
     """
+    from nfcore.open3d_import import import_open3d
+
     try:
-        import open3d as o3d
+        o3d = import_open3d()
     except ImportError as exc:
-        raise ImportError("volumetric IoU needs Open3D: pip install open3d (and the system's libusb-1.0-0)") from exc
+        raise ImportError(f"volumetric IoU needs Open3D: {exc}") from exc
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(
         o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),

@@ -1,7 +1,8 @@
 """Named presets: good settings per task and device, so a user need not tune anything.
 
 A preset is a partial MethodConfig (a dict) merged onto the defaults; user overrides are merged
-on top, so `resolve_config("sdf", "fast", {"train": {"steps": 500}})` changes only the steps.
+on top by `nfcore.spec.resolve`, so `MethodSpec(task="sdf", preset="fast", overrides={"train":
+{"steps": 500}})` changes only the steps.
 """
 
 from __future__ import annotations
@@ -9,10 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from nfcore.config import MethodConfig
-
-PRESET_NAMES = ("fast", "balanced", "quality")
-TASKS = ("sdf", "image", "occupancy")
+from nfcore.vocab import PRESETS, TASKS
 
 # Sections that are discriminated unions: an override naming another `type` replaces the section.
 _UNION_SECTIONS = ("encoding", "network", "optimizer")
@@ -119,8 +117,8 @@ def preset_overrides(task: str, preset: str, device: str = "cpu") -> dict[str, A
     """The partial config a preset stands for (a deep copy)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    if preset not in PRESET_NAMES:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if task == "sdf":
         table = _SDF_CUDA if device == "cuda" else _SDF_CPU
         return merge({"task": task, **_SDF_COMMON}, table[preset])
@@ -145,17 +143,4 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def resolve_config(task: str = "sdf", preset: str = "balanced", overrides: dict | None = None, device: str = "cpu") -> MethodConfig:
-    """The full MethodConfig for a task and preset, with user overrides merged on top.
-
-    Raises pydantic.ValidationError (naming the field) for invalid overrides.
-    """
-    # Start from the full defaults so that every section (with its `type`) exists to merge into.
-    data = merge(MethodConfig().model_dump(mode="json"), preset_overrides(task, preset, device))
-    if overrides:
-        data = merge(data, overrides)
-    data["task"] = task
-    return MethodConfig.model_validate(data)
-
-
-__all__ = ["PRESET_NAMES", "TASKS", "preset_overrides", "resolve_config", "merge"]
+__all__ = ["preset_overrides", "merge"]

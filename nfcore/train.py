@@ -80,6 +80,7 @@ def train(
     sp_enabled = config.precondition_enabled()
     sp_decay = config.precondition_decay_factor()
     wants_graph = getattr(optimizer, "should_create_graph", None)
+    refresh_curvature = getattr(optimizer, "refresh_curvature", None)
     params = [p for g in optimizer.param_groups for p in g["params"]]
 
     start_step = 0
@@ -116,9 +117,11 @@ def train(
         if check_every_step:
             _raise_if_diverged(bad_step)
         loss.backward(create_graph=create_graph)
-        if tcfg.clip_grad_norm is not None and not create_graph:
-            # With create_graph the optimizer needs the raw graph-carrying gradients for its
-            # Hessian-vector product; clipping them in place would cut that graph.
+        if create_graph and refresh_curvature is not None:
+            # The Hessian-vector product needs the raw graph-carrying gradients, which clipping in
+            # place would cut; take it first, so that the momentum still gets clipped gradients.
+            refresh_curvature()
+        if tcfg.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, tcfg.clip_grad_norm)
         optimizer.step()
         scheduler.step()

@@ -12,18 +12,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
+from nfcore.vocab import MESH_FORMATS, PRESETS, TASKS, default_task_for
+
 BENCHMARKS = ("sdf", "hashgrid", "image", "occupancy", "service", "poisson")
 
 
-def _task_for(path: Path, requested: str | None) -> str:
-    if requested:
-        return requested
-    return "image" if path.suffix.lower() in IMAGE_SUFFIXES else "sdf"
-
-
 def _overrides_from_args(args: argparse.Namespace, task: str) -> dict:
-    """CLI flags as a partial MethodConfig (applied on top of the preset and --config)."""
+    """CLI flags as a partial MethodConfig (applied on top of the preset, --spec and --config)."""
     o: dict = {}
     if args.encoding:
         o["encoding"] = {"type": args.encoding}
@@ -48,26 +43,40 @@ def _overrides_from_args(args: argparse.Namespace, task: str) -> dict:
     return o
 
 
+def _spec_from_args(args: argparse.Namespace, src: Path, out: Path):
+    """The MethodSpec the flags describe: --spec (a job's `method`), then --config, then the flags on top."""
+    from nfcore.presets import merge
+    from nfcore.spec import MethodSpec
+
+    base = MethodSpec.model_validate_json(Path(args.spec).read_text()) if args.spec else None
+    task = args.task or (base.task if base else default_task_for(src))
+    preset = args.preset or (base.preset if base else "balanced")
+    overrides = dict(base.overrides) if base else {}
+    if args.config:
+        overrides = merge(overrides, json.loads(Path(args.config).read_text()))
+    overrides = merge(overrides, _overrides_from_args(args, task))
+    fmt = out.suffix.lower().lstrip(".")
+    if task != "image" and fmt in MESH_FORMATS:
+        overrides = merge(overrides, {"extraction": {"formats": [fmt]}})
+    if overrides.get("device") == "auto":
+        del overrides["device"]
+    return MethodSpec(task=task, preset=preset, overrides=overrides)
+
+
 def _fit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nfcore.device import device_kind, resolve_device
     from nfcore.errors import FitCanceled, InputError
     from nfcore.fit import fit
-    from nfcore.presets import merge, resolve_config
+    from nfcore.spec import resolve
 
     src = Path(args.input)
     out = Path(args.output)
-    task = _task_for(src, args.task)
     try:
         device = resolve_device(args.device or "auto")
-        overrides: dict = {}
-        if args.config:
-            overrides = json.loads(Path(args.config).read_text())
-        overrides = merge(overrides, _overrides_from_args(args, task))
-        if task != "image" and out.suffix.lower().lstrip(".") in ("ply", "obj", "glb", "stl"):
-            overrides = merge(overrides, {"extraction": {"formats": [out.suffix.lower().lstrip(".")]}})
-        config = resolve_config(task, args.preset, overrides, device=device_kind(device))
+        spec = _spec_from_args(args, src, out)
+        config = resolve(spec, device_kind(device))
     except (InputError, ValueError, OSError) as exc:  # pydantic.ValidationError is a ValueError
         print(f"nfrecon: error: {exc}", file=sys.stderr)
         return 2
@@ -102,6 +111,7 @@ def _fit(args: argparse.Namespace) -> int:
         bar.close()
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    task = spec.task
     if task == "image":
         scale = config.image.output_scale
         name = "fitted.png" if scale == 1 else f"fitted_x{scale:g}.png"
@@ -176,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a neural field to a point cloud, mesh or image and write the result")
     p.add_argument("input", help="point cloud (.xyz .ply .npz .npy), mesh (.obj .off .stl .ply .glb) or image")
     p.add_argument("-o", "--output", required=True, help="output mesh (.ply .obj .glb .stl) or image (.png ...)")
-    p.add_argument("--preset", default="balanced", choices=["fast", "balanced", "quality"])
-    p.add_argument("--task", choices=["sdf", "image", "occupancy"], help="default: image for image files, else sdf")
+    p.add_argument("--preset", choices=PRESETS, help="default: balanced (or the --spec file's)")
+    p.add_argument("--task", choices=TASKS, help="default: image for image files, else sdf (or the --spec file's)")
     p.add_argument("--encoding", choices=["identity", "fourier", "hashgrid", "triplane"])
     p.add_argument("--network", choices=["mlp", "siren", "finer", "gauss", "wire"])
     p.add_argument("--optimizer", choices=["adam", "esgd"])
@@ -189,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, help="images: render at this multiple of the input size")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int)
-    p.add_argument("--config", help="MethodConfig JSON (partial); flags override it")
+    p.add_argument("--spec", help="method spec JSON {task, preset, overrides} (e.g. a job's `method`); flags override it")
+    p.add_argument("--config", help="overrides JSON (a partial MethodConfig) merged onto the spec; flags override it")
     p.add_argument("--gt", help="ground-truth mesh: add Chamfer/F-score/NC/IoU to the metrics")
     p.add_argument("--artifacts", help="keep every artifact (metrics, config, all formats) in this directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

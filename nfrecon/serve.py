@@ -238,7 +238,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
-    from api.settings import Settings
+    from service.settings import Settings
     from worker.celery_app import worker_argv
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -283,7 +283,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Replace this process by a Celery worker for NFRECON_BROKER_URL/DATABASE_URL/DATA_DIR (production flags)."""
-    from api.settings import get_settings
+    from service.settings import get_settings
     from worker.celery_app import worker_argv
 
     settings = get_settings()

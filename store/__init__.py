@@ -1,7 +1,7 @@
 """Job store (SQLAlchemy), webhook outbox and artifact directory, shared by the API, the worker and the reaper."""
 
 from store.artifacts import ArtifactStore, file_sha256, media_type, write_atomic
-from store.db import create_schema, make_engine, sqlite_url
+from store.db import SchemaMismatch, create_schema, make_engine, sqlite_url
 from store.jobs import IdempotencyConflict, JobStore
 from store.models import Base, IdempotencyKey, Job, JobWebhook, Upload, WebhookDelivery, utcnow
 from store.states import ACTIVE, RETRYABLE, TERMINAL, ErrorCode, JobStatus, job_error
@@ -26,6 +26,7 @@ __all__ = [
     "WebhookDelivery",
     "WebhookStore",
     "create_schema",
+    "SchemaMismatch",
     "file_sha256",
     "job_error",
     "make_engine",

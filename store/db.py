@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.models import Base
@@ -38,9 +38,27 @@ def make_engine(url: str, **kwargs) -> Engine:
     return create_engine(url, **kwargs)
 
 
+class SchemaMismatch(RuntimeError):
+    """The database holds nfrecon tables from another version (columns missing)."""
+
+
 def create_schema(engine: Engine) -> None:
-    """Create the tables if missing (idempotent; several processes may call it at once)."""
+    """Create the tables if missing (idempotent; several processes may call it at once).
+
+    Raises SchemaMismatch, naming the columns, when existing tables lack columns this version needs:
+    there are no migrations yet, and an obscure SQL error on the first job would be worse.
+    """
     Base.metadata.create_all(engine, checkfirst=True)
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [c.name for c in table.columns if c.name not in present]
+        if missing:
+            raise SchemaMismatch(
+                f"table {table.name} in {engine.url.render_as_string(hide_password=True)} lacks columns "
+                f"{', '.join(missing)}: it was made by another nfrecon version; use a new database "
+                "(or move the old file away)"
+            )
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -77,7 +77,7 @@ class JobStore:
         owner: str | None,
         *,
         statuses: Iterable[str] | None = None,
-        method: str | None = None,
+        task: str | None = None,
         limit: int = 50,
         before: tuple[datetime, str] | None = None,
     ) -> list[Job]:
@@ -87,8 +87,8 @@ class JobStore:
             q = q.where(Job.owner == owner)
         if statuses:
             q = q.where(Job.status.in_(list(statuses)))
-        if method:
-            q = q.where(Job.method == method)
+        if task:
+            q = q.where(Job.task == task)
         if before is not None:
             created, jid = before
             q = q.where(or_(Job.created_at < created, (Job.created_at == created) & (Job.id < jid)))
@@ -179,6 +179,19 @@ class JobStore:
             return None
         with self.Session() as s:
             return s.scalar(select(Job.status).where(Job.id == job_id))
+
+    def record_config(self, job_id: str, attempt: int, config: dict, device: str) -> bool:
+        """Store the config this attempt resolved the spec to, and its device; False if the attempt lost the job."""
+        return (
+            self._update(
+                job_id,
+                Job.attempt == attempt,
+                Job.status.in_([JobStatus.running.value, JobStatus.canceling.value]),
+                config=config,
+                device=device,
+            )
+            == 1
+        )
 
     def set_progress(self, job_id: str, attempt: int, stage: str, progress: dict) -> bool:
         return (

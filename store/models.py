@@ -41,12 +41,14 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), default="", index=True)
     name: Mapped[str | None] = mapped_column(String(200))
-    method: Mapped[str] = mapped_column(String(32))
-    preset: Mapped[str] = mapped_column(String(32))
-    options: Mapped[dict] = mapped_column(JSON, default=dict)
-    """The overrides as the client sent them (retry re-resolves from these)."""
-    config: Mapped[dict] = mapped_column(JSON)
-    """The resolved MethodConfig (JSON)."""
+    task: Mapped[str] = mapped_column(String(32))
+    """The spec's task (a column of its own for filtering)."""
+    spec: Mapped[dict] = mapped_column(JSON)
+    """The MethodSpec exactly as submitted (task, preset, overrides); retry re-submits it."""
+    config: Mapped[dict | None] = mapped_column(JSON)
+    """The MethodConfig the worker resolved the spec to, for the device it ran on (None until then)."""
+    device: Mapped[str | None] = mapped_column(String(16))
+    """The device the worker resolved and ran the spec for ("cpu" or "cuda")."""
     inputs: Mapped[list] = mapped_column(JSON, default=list)
     queue: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(16), index=True)

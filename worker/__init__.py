@@ -1,10 +1,9 @@
-"""Celery worker: app configuration, the thin task, the Celery-agnostic runner, the queue and the reaper.
+"""Celery worker: the worker's app and pool, the thin task, and the Celery-agnostic runner.
 
 `worker.celery_app` builds its app from the environment at import; import it only where a worker
-or a publisher is wanted. Nothing in this package imports torch at module level.
+is wanted. Nothing in this package imports torch at module level, and nothing imports `api`.
 """
 
-from worker.reaper import Reaper
 from worker.runner import JobLog, RunContext, run_job
 
-__all__ = ["JobLog", "Reaper", "RunContext", "run_job"]
+__all__ = ["JobLog", "RunContext", "run_job"]

@@ -1,7 +1,7 @@
-"""The Celery app: settings for long GPU jobs (service.md §6.7), built from `Settings`.
+"""The worker's Celery app: the shared configuration (service/broker.py), its pool, its signals, its command line.
 
 `celery -A worker.celery_app worker -Q gpu,cpu -c 1 --max-tasks-per-child=1` runs a worker (the
-pool is `worker_pool` below: prefork with a prompt child replacement, worker/pool.py); the API builds its own instance with `make_celery(settings)` only to publish and revoke.
+pool is `worker_pool` below: prefork with a prompt child replacement, worker/pool.py).
 Nothing here imports torch: CUDA must never be initialised in the prefork parent, only in the
 child that runs a job (pytorch#40403).
 """
@@ -13,54 +13,8 @@ import sys
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from api.settings import Settings, get_settings
-
-TASK_RECONSTRUCT = "nfrecon.reconstruct"
-
-
-def make_celery(settings: Settings) -> Celery:
-    """A Celery app for `settings` (broker URL, queue names, time limits)."""
-    app = Celery("nfrecon", broker=settings.broker_url, include=["worker.tasks"])
-    vt = settings.visibility_timeout_s
-    app.conf.update(
-        # The job table is the source of truth (service.md §3.8); Celery results would be a second,
-        # weaker copy, so none are stored. This also makes `worker_deduplicate_successful_tasks`
-        # moot: the conditional claim in the job store rejects a redelivered finished job.
-        task_ignore_result=True,
-        result_backend=None,
-        broker_transport_options={"visibility_timeout": vt},
-        visibility_timeout=vt,
-        task_serializer="json",
-        accept_content=["json"],
-        task_acks_late=True,
-        worker_prefetch_multiplier=1,
-        # Prefork, replacing each job's child within 0.25 s (Celery's CLI takes no module:Class for -P).
-        worker_pool="worker.pool:PromptPreforkPool",
-        # Requeue when the child dies; safe only because the task counts attempts in the DB.
-        task_reject_on_worker_lost=True,
-        task_acks_on_failure_or_timeout=True,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
-        task_time_limit=settings.max_runtime_s,
-        task_soft_time_limit=settings.max_runtime_s - settings.soft_time_margin_s,
-        worker_soft_shutdown_timeout=10.0,
-        worker_enable_soft_shutdown_on_idle=True,
-        broker_connection_retry_on_startup=True,
-        task_default_queue=settings.cpu_queue,
-        control_exchange=f"{settings.queue_prefix}celery",
-        worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-    )
-    return app
-
-
-def worker_queues(settings: Settings, kinds: str = "gpu,cpu") -> str:
-    """Queue names for `kinds` ("gpu,cpu", "gpu" or "cpu") under the configured prefix."""
-    names = {"gpu": settings.gpu_queue, "cpu": settings.cpu_queue}
-    parts = [k.strip() for k in kinds.split(",") if k.strip()]
-    unknown = [k for k in parts if k not in names]
-    if unknown or not parts:
-        raise ValueError(f"queues must be gpu and/or cpu, got {kinds!r}")
-    return ",".join(names[k] for k in parts)
+from service.broker import make_celery, worker_queues
+from service.settings import Settings, get_settings
 
 
 def worker_argv(settings: Settings, *, hostname: str | None = None, loglevel: str = "INFO",
@@ -92,7 +46,7 @@ def _announce(sender=None, **_):
     The Presence is kept on the WorkController, which is the consumer's `controller` here and the
     sender of worker_shutdown below.
     """
-    from worker.presence import Presence
+    from service.presence import Presence
 
     settings = get_settings()
     queues = [q.name for q in sender.task_consumer.queues] if sender.task_consumer else []
@@ -109,4 +63,12 @@ def _retire(sender=None, **_):
         sender.nfrecon_presence = None
 
 
-app = make_celery(get_settings())
+def make_worker_app(settings: Settings) -> Celery:
+    """The worker's app: the shared configuration, its task module, and its pool."""
+    app = make_celery(settings, include=("worker.tasks",))
+    # Prefork, replacing each job's child within 0.25 s (Celery's CLI takes no module:Class for -P).
+    app.conf.worker_pool = "worker.pool:PromptPreforkPool"
+    return app
+
+
+app = make_worker_app(get_settings())

@@ -1,6 +1,8 @@
 """`run_job(job_id, ctx)`: run one job from the job table, Celery-agnostic (testable without a broker).
 
-The runner claims the job with a conditional transition, runs `nfcore.fit` in a fresh attempt
+The runner claims the job with a conditional transition, resolves its stored method spec for the
+device this worker runs on (presets differ per device) and records that config and device on the
+job, runs `nfcore.fit` in a fresh attempt
 directory, writes progress at most every `progress_interval_s`, keeps a heartbeat from a
 background thread (so a long marching-cubes pass is not mistaken for a dead worker), stops
 cooperatively when the job is set to `canceling`, publishes the outputs with one rename, and ends
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from api.settings import Settings
+from service.settings import Settings
 from store import ArtifactStore, JobStatus, JobStore, job_error, make_engine, utcnow
 
 logger = logging.getLogger("nfrecon.worker")
@@ -64,7 +66,7 @@ class RunContext:
     worker: str = "local"
     timeout_errors: tuple[type[BaseException], ...] = ()
     device: str | None = None
-    """Force a device ("cpu"/"cuda"); None = CUDA when available, else CPU."""
+    """Force a device ("cpu"/"cuda"); None = `settings.worker_device` (auto: CUDA when available, else CPU)."""
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -102,15 +104,17 @@ class _Heartbeat(threading.Thread):
         self._stop.set()
 
 
-def _pick_device(ctx: RunContext, config_device: str) -> str:
-    if ctx.device:
-        return ctx.device
+def pick_device(ctx: RunContext, requested: str) -> str:
+    """The device a job runs on here: forced by the worker, else what the spec asks, else CUDA when present."""
+    forced = ctx.device or (ctx.settings.worker_device if ctx.settings.worker_device != "auto" else None)
+    if forced:
+        return forced
+    if requested != "auto":
+        return requested
     import torch
 
     # CPU-only machines run gpu-queue jobs on CPU rather than failing them.
-    if config_device in ("auto", "cuda") and torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _classify(exc: BaseException, ctx: RunContext) -> str:
@@ -165,18 +169,24 @@ def run_job(job_id: str, ctx: RunContext) -> str:
     last_progress_log = [-1.0]
     try:
         # Imported here, in the job's child process, never in the worker parent (CUDA + fork).
-        from nfcore.config import load_config
-        from nfcore.errors import FitCanceled
+        from nfcore.errors import FitCanceled, InputError
         from nfcore.fit import fit
+        from nfcore.spec import MethodSpec, resolve
 
         try:
-            config = load_config(job.config)
+            spec = MethodSpec.model_validate(job.spec)
+            device = pick_device(ctx, spec.requested_device)
+            try:
+                config = resolve(spec, device)
+            except ValueError as exc:  # validated at submit for every device; a worker forced elsewhere lands here
+                raise InputError(f"the job's method cannot run on this worker's device {device}: {exc}") from exc
+            # The service reports progress at its own pace; recorded so that the job shows what ran.
             config.train.progress_interval_s = min(config.train.progress_interval_s, settings.progress_interval_s)
+            store.record_config(job_id, attempt, config.model_dump(mode="json"), device)
             input_path = ctx.artifacts.find_job_input(job_id)
             if input_path is None:
                 raise FileNotFoundError(f"input of job {job_id} is missing from the data directory")
-            device = _pick_device(ctx, config.device)
-            log.write(f"method {job.method} preset {job.preset} on {device}; input {input_path.name}")
+            log.write(f"task {spec.task} preset {spec.preset} on {device}; input {input_path.name}")
             out_dir = ctx.artifacts.attempt_dir(job_id, attempt)
 
             def on_progress(p) -> bool:

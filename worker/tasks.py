@@ -7,8 +7,9 @@ import socket
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from api.settings import get_settings
-from worker.celery_app import TASK_RECONSTRUCT, app
+from service.broker import TASK_RECONSTRUCT
+from service.settings import get_settings
+from worker.celery_app import app
 from worker.runner import RunContext, run_job
 
 BUSY_RECHECKS = 3

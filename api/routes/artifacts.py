@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse
 from api.deps import OwnerDep, ServicesDep
 from api.errors import ProblemError
 from api.schemas import ArtifactList, problems
-from api.services import jobs as svc
+from service import jobs as svc
 
 router = APIRouter(tags=["artifacts"])
 

@@ -16,14 +16,16 @@ from api.schemas import (
     JobCreate,
     JobList,
     JobPublic,
-    JobSpec,
+    JobRequest,
     LogLines,
     RetryRequest,
     WebhookDeliveryList,
     problems,
 )
-from api.services import jobs as svc
 from api.services import uploads
+from nfcore.vocab import TaskName
+from service import jobs as svc
+from service.webhooks import delivery_public
 from store import TERMINAL
 
 router = APIRouter(tags=["jobs"])
@@ -49,17 +51,15 @@ def create_job(
     owner: OwnerDep,
     idempotency_key: Annotated[str | None, Header(description="Retry-safe creation: same key + same body = same job.")] = None,
 ) -> dict:
-    """Validates the options against the method's schema and the input against the method, queues the job,
-    and answers 201 with the job (`status: queued`). 429 with Retry-After when the queue is full."""
+    """Validates the method spec (resolved for every device that may run it) and the input against the task,
+    queues the job, and answers 201 with the job (`status: queued`). 429 with Retry-After when the queue is full."""
     upload = services.store.get_upload(body.inputs[0], owner)
     if upload is None:
         raise ProblemError(404, "upload_not_found", f"no upload with id {body.inputs[0]!r}",
                            errors=[{"loc": ["body", "inputs", 0], "msg": "unknown upload"}])
     job, replayed = svc.create_job(
-        services, owner, method=body.method, preset=body.preset, options=body.options,
-        preconditioning=body.preconditioning, output_formats=body.output_formats, upload=upload, name=body.name,
-        metadata=body.metadata, idempotency_key=idempotency_key, webhook=body.webhook,
-        webhook_events=body.webhook_events_filter,
+        services, owner, spec=body.method, upload=upload, name=body.name, metadata=body.metadata,
+        idempotency_key=idempotency_key, webhook=body.webhook, webhook_events=body.webhook_events_filter,
     )
     _created(response, job, replayed)
     return svc.job_public(services, job)
@@ -67,37 +67,35 @@ def create_job(
 
 @router.post("/jobs/form", status_code=201, response_model=JobPublic,
              responses={**_CREATED, **problems(401, 413, 415, 422, 429)},
-             summary="Create a job in one request: multipart `spec` (JSON) + `file`")
+             summary="Create a job in one request: multipart `job` (JSON) + `file`")
 async def create_job_form(
     response: Response,
     services: ServicesDep,
     owner: OwnerDep,
     file: Annotated[UploadFile, File(description="The input file (small inputs; use /v1/uploads for large ones).")],
-    spec: Annotated[str, Form(description="JSON: method, preset, options, preconditioning, output_formats, name.",
-                              examples=['{"method": "sdf", "preset": "fast"}'])] = "{}",
+    job: Annotated[str, Form(description="JSON: a job request without `inputs` (method, name, metadata, webhook).",
+                             examples=['{"method": {"task": "sdf", "preset": "fast"}}'])] = "{}",
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> dict:
     try:
-        parsed = JobSpec.model_validate_json(spec or "{}")
+        parsed = JobRequest.model_validate_json(job or "{}")
     except ValidationError as exc:
-        errors = [{"loc": ["body", "spec", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        raise ProblemError(422, "invalid_request", "invalid spec: " + "; ".join(e["msg"] for e in errors[:3]),
+        errors = [{"loc": ["body", "job", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        raise ProblemError(422, "invalid_request", "invalid job: " + "; ".join(e["msg"] for e in errors[:3]),
                            errors=errors) from exc
     upload = await uploads.upload_from_form_file(services, owner, file, content_type=file.content_type)
     try:
-        job, replayed = await anyio.to_thread.run_sync(lambda: svc.create_job(
-            services, owner, method=parsed.method, preset=parsed.preset, options=parsed.options,
-            preconditioning=parsed.preconditioning, output_formats=parsed.output_formats, upload=upload,
-            name=parsed.name, metadata=parsed.metadata, idempotency_key=idempotency_key,
-            fingerprint_extra={"inputs": [upload.sha256]}, webhook=parsed.webhook,
-            webhook_events=parsed.webhook_events_filter))
+        created, replayed = await anyio.to_thread.run_sync(lambda: svc.create_job(
+            services, owner, spec=parsed.method, upload=upload, name=parsed.name, metadata=parsed.metadata,
+            idempotency_key=idempotency_key, fingerprint_extra={"inputs": [upload.sha256]}, webhook=parsed.webhook,
+            webhook_events=parsed.webhook_events_filter, spec_loc=("body", "job", "method")))
     except BaseException:
         uploads.delete_upload(services, owner, upload.id)
         raise
     if replayed:
         uploads.delete_upload(services, owner, upload.id)
-    _created(response, job, replayed)
-    return svc.job_public(services, job)
+    _created(response, created, replayed)
+    return svc.job_public(services, created)
 
 
 @router.get("/jobs", response_model=JobList, responses=problems(401, 422), summary="List your jobs, newest first")
@@ -105,12 +103,12 @@ def list_jobs(
     services: ServicesDep,
     owner: OwnerDep,
     status: Annotated[str | None, Query(description="Comma-separated statuses.", examples=["queued,running"])] = None,
-    method: Annotated[str | None, Query()] = None,
+    task: Annotated[TaskName | None, Query(description="Only jobs of this task.")] = None,
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,
     page_token: Annotated[str | None, Query(description="next_page_token of the previous page.")] = None,
     view: Annotated[str, Query(pattern="^(basic|full)$", description="`full` adds the resolved config.")] = "basic",
 ) -> dict:
-    return svc.list_jobs(services, owner, status=status, method=method, page_size=page_size, page_token=page_token,
+    return svc.list_jobs(services, owner, status=status, task=task, page_size=page_size, page_token=page_token,
                          full=view == "full")
 
 
@@ -147,7 +145,7 @@ def cancel_job(job_id: str, response: Response, services: ServicesDep, owner: Ow
 def retry_job(job_id: str, response: Response, services: ServicesDep, owner: OwnerDep,
               body: Annotated[RetryRequest | None, Body()] = None) -> dict:
     body = body or RetryRequest()
-    job = svc.retry_job(services, owner, job_id, preset=body.preset, options=body.options)
+    job = svc.retry_job(services, owner, job_id, preset=body.preset, overrides=body.overrides)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return svc.job_public(services, job)
 
@@ -206,7 +204,5 @@ async def job_events(job_id: str, request: Request, services: ServicesDep, owner
 @router.get("/jobs/{job_id}/webhooks", response_model=WebhookDeliveryList, responses=problems(401, 404),
             summary="The job's webhook deliveries: event, attempts, last answer")
 def job_webhooks(job_id: str, services: ServicesDep, owner: OwnerDep) -> dict:
-    from api.services.webhooks import delivery_public
-
     svc.get_job(services, owner, job_id)
     return {"items": [delivery_public(d) for d in services.webhooks.deliveries(job_id)]}

@@ -15,6 +15,6 @@ router = APIRouter(tags=["webhooks"])
 def webhook_secret(services: ServicesDep, owner: OwnerDep) -> dict:
     """Verify a delivery: base64 HMAC-SHA256, keyed by the base64-decoded part after `whsec_`, of
     `{webhook-id}.{webhook-timestamp}.{body}` must equal a `v1,`-prefixed entry of `webhook-signature`."""
-    from api.services.webhooks import owner_secret
+    from service.webhooks import owner_secret
 
     return {"key": owner_secret(services.webhook_secret, owner)}

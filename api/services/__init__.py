@@ -1,5 +1,8 @@
-"""API logic and permission checks, called by the routes."""
+"""API-only logic called by the routes: upload streaming and validation, the method catalogue.
 
-from api.services import jobs, methods, uploads
+The job lifecycle lives below the API, in `service.jobs`, because the worker's side shares it.
+"""
 
-__all__ = ["jobs", "methods", "uploads"]
+from api.services import methods, uploads
+
+__all__ = ["methods", "uploads"]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import anyio
 
-from api.deps import Services
-from api.errors import ProblemError, not_found
+from nfcore.vocab import INPUT_EXTENSIONS
+from service.context import Services
+from service.errors import ProblemError, not_found
 from store import IdempotencyConflict, IdempotencyKey, Upload, utcnow
 
 # Media types a client may send for each extension; generic binary types are always accepted.
@@ -39,9 +40,7 @@ SCOPE = "POST /v1/uploads"
 
 
 def supported_extensions() -> list[str]:
-    from nfcore.io import IMAGE_EXTENSIONS, SUPPORTED_EXTENSIONS
-
-    return sorted(set(SUPPORTED_EXTENSIONS) | set(IMAGE_EXTENSIONS))
+    return sorted({ext for exts in INPUT_EXTENSIONS.values() for ext in exts})
 
 
 def clean_filename(name: str | None) -> str:

@@ -38,18 +38,31 @@ __all__ = [
 ]
 
 
-def hashgrid_backend(cfg: HashGridEncodingConfig, device: torch.device | str | None) -> str:
-    """The backend a hash grid config resolves to on `device`: "tcnn" or "torch"."""
+def hashgrid_backend(
+    cfg: HashGridEncodingConfig, device: torch.device | str | None, *, tcnn_available: bool | None = None
+) -> str:
+    """The backend a hash grid config resolves to on `device`: "tcnn" or "torch".
+
+    Args:
+        tcnn_available: whether tinycudann imports; None asks `has_tcnn()` (only when it matters).
+    Raises:
+        InputError: backend "tcnn" without tinycudann or without a CUDA device.
+    """
     dev = torch.device(device) if device is not None else torch.device("cpu")
+
+    def available() -> bool:
+        return has_tcnn() if tcnn_available is None else tcnn_available
+
     if cfg.backend == "tcnn":
-        if not has_tcnn():
+        if not available():
             raise InputError(
                 "hash grid backend 'tcnn' was requested but tinycudann is not importable; use 'torch' or 'auto'"
             )
         if dev.type != "cuda":
             raise InputError(f"hash grid backend 'tcnn' needs a CUDA device, got {dev}; use 'torch' or 'auto'")
         return "tcnn"
-    if cfg.backend == "auto" and dev.type == "cuda" and has_tcnn():
+    # "autograd" asks for explicit differentiable torch ops, which tcnn's fused kernels are not.
+    if cfg.backend == "auto" and cfg.implementation == "function" and dev.type == "cuda" and available():
         return "tcnn"
     return "torch"
 

@@ -3,7 +3,8 @@
 tinycudann is not on PyPI and raises EnvironmentError at import time without CUDA, so it is only
 imported here, on first use. The module takes [-1, 1] input like the torch grid, maps it to
 [0, 1] for tcnn, and exposes tcnn's flat parameters as a (rows, F) `table`, the same layout as
-`HashGridEncoding.table`, so tables can be copied between the two backends.
+`HashGridEncoding.table`, so tables can be copied between the two backends. tcnn's fused kernels
+are its own implementation: `implementation="autograd"` (explicit torch ops) is the torch grid's.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class TcnnHashGridEncoding(nn.Module):
         generator: torch.Generator | None = None,
     ):
         super().__init__()
+        if cfg.implementation != "function":
+            # The config rejects this pairing; a config built without validation must not slip through.
+            raise InputError(
+                f"hash grid backend 'tcnn' cannot run implementation {cfg.implementation!r}; use backend 'torch'"
+            )
         tcnn = _import_tcnn()
         if isinstance(tcnn, Exception):
             raise InputError(f"hash grid backend 'tcnn' needs tinycudann, which cannot be imported: {tcnn}")

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nfcore.errors import InputError
+from nfcore.vocab import IMAGE_EXTENSIONS
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -32,7 +33,9 @@ __all__ = [
 DEFAULT_MAX_PIXELS = 89_478_485
 """Pillow's default MAX_IMAGE_PIXELS (about 0.25 GiB of 24-bit pixels)."""
 
-IMAGE_EXTENSIONS = {
+# Pillow's format per extension; the extensions themselves come from nfcore.vocab (a test checks
+# that every one has a format here).
+PIL_FORMATS = {
     ".png": "PNG",
     ".jpg": "JPEG",
     ".jpeg": "JPEG",
@@ -235,7 +238,7 @@ def write_image(array: np.ndarray, path: str | Path, *, bit_depth: int = 8) -> P
     Returns the path written.
     """
     path = Path(path)
-    fmt = IMAGE_EXTENSIONS.get(path.suffix.lower())
+    fmt = PIL_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(
             f"unsupported image extension {path.suffix!r}; supported: {', '.join(sorted(IMAGE_EXTENSIONS))}"

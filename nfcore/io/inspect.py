@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel
@@ -13,16 +12,13 @@ from nfcore.errors import InputError
 from nfcore.io.meshes import MESH_EXTENSIONS, check_file, read_mesh
 from nfcore.io.points import SUPPORTED_EXTENSIONS as CLOUD_EXTENSIONS
 from nfcore.io.points import check_normals, check_points, load_raw, ply_has_faces
-
-# Kept in step with nfcore.io.images.IMAGE_EXTENSIONS (a test checks), so that dispatching on the
-# extension does not import Pillow.
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
+from nfcore.vocab import IMAGE_EXTENSIONS, InputKind
 
 
 class InputReport(BaseModel):
     """What an input file holds, as the API reports it after upload."""
 
-    kind: Literal["pointcloud", "mesh", "image"]
+    kind: InputKind
     format: str
     """Lower-case extension without the dot (xyz, ply, npz, npy, obj, off, stl, glb, png, ...)."""
     size_bytes: int

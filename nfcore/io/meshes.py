@@ -8,11 +8,9 @@ import numpy as np
 import trimesh
 
 from nfcore.errors import InputError
+from nfcore.vocab import MESH_EXTENSIONS, MESH_FORMATS
 
-MESH_EXTENSIONS = (".obj", ".off", ".stl", ".ply", ".glb")
-"""Extensions `read_mesh` accepts (a .ply is a mesh when it has faces)."""
-
-WRITE_EXTENSIONS = (".ply", ".obj", ".glb", ".stl")
+WRITE_EXTENSIONS = tuple(f".{fmt}" for fmt in MESH_FORMATS)
 """Extensions `write_mesh` writes."""
 
 

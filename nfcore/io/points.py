@@ -11,8 +11,8 @@ import numpy as np
 
 from nfcore.errors import InputError
 from nfcore.io.meshes import MESH_EXTENSIONS, check_file, read_mesh, sample_surface
+from nfcore.vocab import POINT_CLOUD_EXTENSIONS as POINT_EXTENSIONS
 
-POINT_EXTENSIONS = (".xyz", ".ply", ".npz", ".npy")
 """Point-cloud formats; meshes (`MESH_EXTENSIONS`) are sampled into a cloud."""
 
 SUPPORTED_EXTENSIONS = tuple(sorted(set(POINT_EXTENSIONS) | set(MESH_EXTENSIONS)))
@@ -282,11 +282,13 @@ def estimate_normals(points: np.ndarray, *, neighbors: int = 30) -> np.ndarray:
     `orient_normals_consistent_tangent_plane`), then flipped as a whole so that normals point
     away from the centroid on average (outward for closed, roughly star-shaped objects).
     """
+    from nfcore.open3d_import import import_open3d
+
     try:
-        import open3d as o3d
+        o3d = import_open3d()
     except ImportError as exc:
         raise InputError(
-            "the point cloud has no normals and estimating them needs Open3D: pip install open3d (and the system's libusb-1.0-0) "
+            f"the point cloud has no normals and estimating them needs Open3D ({exc}) "
             "(or provide normals: x y z nx ny nz)"
         ) from exc
     k = int(min(neighbors, len(points) - 1))

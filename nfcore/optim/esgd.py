@@ -16,6 +16,11 @@ and pass the answer as `create_graph`; `step()` then differentiates the `p.grad`
 carry a graph on those steps, once more. `step(closure)` works the same way: the closure must
 call `loss.backward(create_graph=optimizer.should_create_graph())` and return the loss.
 
+A loop that modifies gradients (clipping) calls `refresh_curvature()` between backward and the
+modification: it takes the Hessian-vector product from the raw graph-carrying gradients and drops
+their graph, so the clipped gradients are what enters the momentum; `step()` then skips the
+refresh already done.
+
 Differences from the reference implementation (sfchng/preconditioner_neural_fields
 `optimizers/esgd.py`), each deliberate:
 - bias_correction2 counts optimiser steps, not D updates, exactly as the reference does. After the
@@ -89,6 +94,7 @@ class ESGD(Optimizer):
         self._steps = 0  # optimiser steps taken (t - 1 during a step)
         self._d_updates = 0  # D refreshes so far
         self._steps_since_d = 0  # steps since the last D refresh
+        self._d_fresh = False  # refresh_curvature() already refreshed D for the coming step
 
     # -- protocol -----------------------------------------------------------------------------
 
@@ -124,7 +130,48 @@ class ESGD(Optimizer):
             self._d_updates = int(counters["d_updates"])
             self._steps_since_d = int(counters["steps_since_d"])
 
+    def refresh_curvature(self) -> None:
+        """Refresh D now if the coming step is due one, then drop the gradients' graph.
+
+        Call after backward and before changing the gradients (clipping): the Hessian-vector product
+        must differentiate the gradients as backward built them, and the momentum must see them as
+        changed. `step()` then does not refresh again.
+        """
+        params = self._params_with_grad()
+        if not params or self._d_fresh:
+            return
+        if self.should_create_graph():
+            self._refresh(params)
+            self._d_fresh = True
+        self._detach_grads(params)
+
     # -- the step -----------------------------------------------------------------------------
+
+    def _params_with_grad(self) -> list[torch.Tensor]:
+        """Parameters that have a gradient, their state created on first sight."""
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if p_sparse := next((p for p in params if p.grad.is_sparse), None):
+            raise RuntimeError(f"ESGD does not support sparse gradients (parameter of shape {tuple(p_sparse.shape)})")
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["D"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return params
+
+    @staticmethod
+    def _detach_grads(params: list[torch.Tensor]) -> None:
+        # The graph that backward(create_graph=True) attached to each gradient is no longer needed
+        # and would otherwise keep a reference cycle (parameter -> grad -> graph -> parameter).
+        for p in params:
+            if p.grad.requires_grad:
+                p.grad = p.grad.detach()
+
+    def _refresh(self, params: list[torch.Tensor]) -> None:
+        with torch.enable_grad():
+            self._refresh_d(params)
+        self._d_updates += 1
+        self._steps_since_d = 0
 
     def _rademacher(self, p: torch.Tensor) -> torch.Tensor:
         gen_device = self.generator.device if self.generator is not None else p.device
@@ -167,28 +214,13 @@ class ESGD(Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        params = self._params_with_grad()
         if not params:
             return loss
-        if p_sparse := next((p for p in params if p.grad.is_sparse), None):
-            raise RuntimeError(f"ESGD does not support sparse gradients (parameter of shape {tuple(p_sparse.shape)})")
-        for p in params:
-            state = self.state[p]
-            if not state:
-                state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["D"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-        refresh = self.should_create_graph()
-        if refresh:
-            with torch.enable_grad():
-                self._refresh_d(params)
-            self._d_updates += 1
-            self._steps_since_d = 0
-        # Drop the graph that backward(create_graph=True) attached to each gradient: it is no longer
-        # needed and would otherwise keep a reference cycle (parameter -> grad -> graph -> parameter).
-        for p in params:
-            if p.grad.requires_grad:
-                p.grad = p.grad.detach()
+        if not self._d_fresh and self.should_create_graph():
+            self._refresh(params)
+        self._d_fresh = False
+        self._detach_grads(params)
 
         self._steps += 1
         self._steps_since_d += 1

@@ -10,6 +10,7 @@ Stochastic preconditioning perturbs the query coordinates (never the colours), a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -20,15 +21,19 @@ import torch
 
 from nfcore.config import MethodConfig
 from nfcore.errors import InputError
-from nfcore.precondition import perturb
+from nfcore.field import NeuralField
+from nfcore.io.images import DEFAULT_MAX_PIXELS, probe_image, read_image, write_image
+from nfcore.metrics import psnr, ssim
+from nfcore.tasks.base import FitTask, PhaseProgress
 
 __all__ = [
     "ImageTask",
+    "Rendering",
+    "PsnrCurve",
     "image_extent",
     "pixel_centres",
     "render_image",
     "draw_psnr_curve",
-    "fit_image",
 ]
 
 _RENDER_CHUNK = 65_536
@@ -63,7 +68,27 @@ def pixel_centres(
     return torch.stack([gx, gy], dim=-1).reshape(-1, 2)
 
 
-class ImageTask:
+@dataclasses.dataclass
+class Rendering:
+    """What an image fit produces: the field rendered at the original size and at `scale` times it."""
+
+    fitted: np.ndarray  # (H, W, C) in [0, 1]
+    upsampled: np.ndarray | None  # (round(H * scale), round(W * scale), C); None when scale == 1
+    scale: float
+
+
+@dataclasses.dataclass
+class PsnrCurve:
+    """PSNR at the training resolution every `every` steps of `total`, from the untrained field (step 0) on."""
+
+    every: int
+    total: int
+    steps: list[int] = dataclasses.field(default_factory=list)
+    psnr: list[float] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0  # spent measuring, which is not training
+
+
+class ImageTask(FitTask):
     """Pixel batches (all pixels, or `batch_size` random ones) and the MSE loss.
 
     Args:
@@ -72,8 +97,11 @@ class ImageTask:
         full_batch: use every pixel each step (also when batch_size >= H * W).
         extent: field-space half-extents of the image (see `image_extent`).
         boundary: how preconditioning noise is kept in the square.
+        original: (H0, W0, C) the input at full size when `image` is a downsampled copy; None = `image`.
+        bit_depth: bits per channel the outputs are written with (the input's).
     """
 
+    name = "image"
     in_dim = 2
 
     def __init__(
@@ -84,6 +112,8 @@ class ImageTask:
         full_batch: bool = False,
         extent: tuple[float, float] | None = None,
         boundary: str = "reflect",
+        original: np.ndarray | None = None,
+        bit_depth: int = 8,
     ):
         if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
             raise InputError(f"image must be (H, W, C) with C in 1..4, got {tuple(image.shape)}")
@@ -95,10 +125,49 @@ class ImageTask:
         self.batch_size = batch_size
         self.full_batch = full_batch or batch_size >= height * width
         self.boundary = boundary
+        self.original = original if original is not None else image.cpu().numpy()
+        self.bit_depth = bit_depth
+        self.curve: PsnrCurve | None = None  # started by build_field, extended by on_step
+        self.device = image.device
 
-    @property
-    def device(self) -> torch.device:
-        return self.coords.device
+    @classmethod
+    def load(cls, input_path: Path, config: MethodConfig, device: torch.device, progress: PhaseProgress) -> ImageTask:
+        """Read the image; one larger than `image.max_side` is trained on a downsampled copy."""
+        from skimage.transform import resize
+
+        icfg = config.image
+        bit_depth = probe_image(input_path).bit_depth
+        image = read_image(input_path)  # (H, W, C) in [0, 1]
+        height, width, _ = image.shape
+        out_h, out_w = _scaled_size(height, width, icfg.output_scale)
+        if out_h * out_w > DEFAULT_MAX_PIXELS:  # refused now rather than after training
+            raise InputError(
+                f"image.output_scale {icfg.output_scale:g} would render {out_w}x{out_h} pixels, "
+                f"more than {DEFAULT_MAX_PIXELS}; use a smaller scale"
+            )
+        factor = min(1.0, icfg.max_side / max(height, width))
+        train_image = image
+        if factor < 1.0:
+            train_size = max(1, round(height * factor)), max(1, round(width * factor))
+            train_image = resize(image, train_size, order=1, anti_aliasing=True).astype(np.float32)
+        return cls(
+            torch.as_tensor(train_image, device=device),
+            batch_size=config.train.batch_size,
+            full_batch=icfg.full_batch,
+            extent=image_extent(height, width),  # the full image's: the same field space at any size
+            boundary=config.precondition.boundary,
+            original=image,
+            bit_depth=bit_depth,
+        )
+
+    def build_field(self, config: MethodConfig, device: torch.device, generator: torch.Generator) -> NeuralField:
+        """The field, and the PSNR curve started at its untrained state."""
+        field = NeuralField(config.encoding, config.network, 2, self.out_dim, device=device, generator=generator)
+        total = config.train.steps
+        self.curve = PsnrCurve(every=config.image.psnr_every or max(1, total // 50), total=total)
+        self.curve.steps.append(0)
+        self.curve.psnr.append(self.psnr(field))
+        return field
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         if self.full_batch:
@@ -107,14 +176,18 @@ class ImageTask:
         return {"coords": self.coords[idx], "colors": self.colors[idx]}
 
     def loss(self, field, batch, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        x = batch["coords"]  # (B, 2)
-        if alpha > 0:
-            x = perturb(x, alpha, boundary=self.boundary, generator=generator)
+        x = self.perturbed(batch["coords"], alpha, generator)  # (B, 2)
         mse = torch.mean((field(x) - batch["colors"]) ** 2)
         return mse, {"mse": float(mse.detach())}
 
-    def needs_create_graph(self) -> bool:
-        return False
+    def on_step(self, step: int, field: torch.nn.Module) -> None:
+        curve = self.curve
+        done = step + 1
+        if done % curve.every == 0 or done == curve.total:
+            t0 = time.perf_counter()
+            curve.steps.append(done)
+            curve.psnr.append(self.psnr(field))
+            curve.seconds += time.perf_counter() - t0
 
     @torch.no_grad()
     def psnr(self, field) -> float:
@@ -122,6 +195,56 @@ class ImageTask:
         pred = render_image(field, self.height, self.width, self.extent, clip=True)
         mse = float(np.mean((pred.reshape(-1, self.out_dim) - self.colors.cpu().numpy()) ** 2))
         return math.inf if mse == 0 else -10.0 * math.log10(mse)
+
+    def extract(self, field: torch.nn.Module, config: MethodConfig, progress: PhaseProgress) -> Rendering:
+        height, width = self.original.shape[:2]
+        scale = config.image.output_scale
+        progress(0.0, f"rendering {width}x{height}")
+        fitted = render_image(field, height, width, self.extent)  # (H, W, C), clipped
+        upsampled = None
+        if scale != 1:
+            out_h, out_w = _scaled_size(height, width, scale)
+            progress(0.5, f"rendering {out_w}x{out_h} (x{scale:g})")
+            upsampled = render_image(field, out_h, out_w, self.extent)
+        return Rendering(fitted, upsampled, scale)
+
+    def evaluate(self, field, rendering: Rendering, config: MethodConfig, gt_path: Path | None) -> dict:
+        """PSNR and SSIM of the original-size rendering against the input, and the sizes involved."""
+        height, width, channels = self.original.shape
+        fitted = rendering.fitted
+        out_h, out_w = _scaled_size(height, width, rendering.scale)
+        return {
+            "psnr": psnr(fitted, self.original),
+            "ssim": ssim(fitted, self.original) if min(height, width) >= 3 else None,
+            "psnr_train_resolution": self.curve.psnr[-1],
+            "curve_seconds": self.curve.seconds,
+            "width": width,
+            "height": height,
+            "channels": channels,
+            "bit_depth": self.bit_depth,
+            "train_width": self.width,
+            "train_height": self.height,
+            "output_scale": rendering.scale,
+            "output_size": [out_w, out_h],
+        }
+
+    def write(self, rendering: Rendering, out_dir: Path, config: MethodConfig) -> dict[str, Path]:
+        """`fitted.png` (the input's size, channels and bit depth), `fitted_x{scale}.png`, the PSNR curve."""
+        artifacts = {"fitted.png": write_image(rendering.fitted, out_dir / "fitted.png", bit_depth=self.bit_depth)}
+        if rendering.upsampled is not None:
+            name = f"fitted_x{rendering.scale:g}.png"
+            artifacts[name] = write_image(rendering.upsampled, out_dir / name, bit_depth=self.bit_depth)
+        curve = self.curve
+        record = {"steps": curve.steps, "psnr": curve.psnr, "every": curve.every, "resolution": [self.width, self.height]}
+        (out_dir / "psnr_curve.json").write_text(json.dumps(record, indent=2))
+        artifacts["psnr_curve.json"] = out_dir / "psnr_curve.json"
+        artifacts["psnr_curve.png"] = draw_psnr_curve(curve.steps, curve.psnr, out_dir / "psnr_curve.png")
+        return artifacts
+
+
+def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(rows, columns) of an image `scale` times the size of a height x width one."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 @torch.no_grad()
@@ -186,139 +309,3 @@ def draw_psnr_curve(steps: list[int], psnrs: list[float], path: str | Path, *, s
     path = Path(path)
     img.save(path)
     return path
-
-
-def _scaled_name(scale: float) -> str:
-    return "fitted.png" if scale == 1 else f"fitted_x{scale:g}.png"
-
-
-def fit_image(
-    input_path: str | Path,
-    config: MethodConfig,
-    out_dir: str | Path,
-    *,
-    device=None,
-    callback=None,
-):
-    """Read an image, fit a 2D field, render it at the original and the requested scale, write artifacts.
-
-    Writes `fitted.png` (original size, same channels and bit depth), `fitted_x{scale}.png` when
-    `config.image.output_scale` != 1, `psnr_curve.json`, `psnr_curve.png`, `metrics.json`, `config.json`.
-    """
-    from skimage.transform import resize
-
-    from nfcore.device import resolve_device
-    from nfcore.field import NeuralField
-    from nfcore.fit import FitResult
-    from nfcore.io.images import DEFAULT_MAX_PIXELS, probe_image, read_image, write_image
-    from nfcore.metrics import psnr, ssim
-    from nfcore.progress import Reporter
-    from nfcore.train import train
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(device if device is not None else config.device)
-    reporter = Reporter(callback, config.train.progress_interval_s)
-    icfg = config.image
-    input_path = Path(input_path)
-    reporter.report("load", 0.0, force=True, message=f"reading {input_path.name}")
-
-    header = probe_image(input_path)
-    image = read_image(input_path)  # (H, W, C) in [0, 1]
-    height, width, channels = image.shape
-    scale = icfg.output_scale
-    out_h, out_w = max(1, round(height * scale)), max(1, round(width * scale))
-    if out_h * out_w > DEFAULT_MAX_PIXELS:
-        raise InputError(
-            f"image.output_scale {scale:g} would render {out_w}x{out_h} pixels, more than {DEFAULT_MAX_PIXELS}; use a smaller scale"
-        )
-    extent = image_extent(height, width)
-    # Large inputs are fitted at max_side; the field is still rendered at full size afterwards.
-    factor = min(1.0, icfg.max_side / max(height, width))
-    if factor < 1.0:
-        train_h, train_w = max(1, round(height * factor)), max(1, round(width * factor))
-        train_image = resize(image, (train_h, train_w), order=1, anti_aliasing=True).astype(np.float32)
-    else:
-        train_h, train_w, train_image = height, width, image
-
-    task = ImageTask(
-        torch.as_tensor(train_image, device=device),
-        batch_size=config.train.batch_size,
-        full_batch=icfg.full_batch,
-        extent=extent,
-        boundary=config.precondition.boundary,
-    )
-    init_generator = torch.Generator().manual_seed(config.train.seed)
-    field = NeuralField(config.encoding, config.network, 2, channels, device=device, generator=init_generator)
-    generator = torch.Generator(device=device).manual_seed(config.train.seed)
-
-    total = config.train.steps
-    every = icfg.psnr_every or max(1, total // 50)
-    curve_steps: list[int] = [0]
-    curve_psnr: list[float] = [task.psnr(field)]
-    eval_seconds = 0.0
-
-    def on_step(step: int, field_) -> None:
-        nonlocal eval_seconds
-        done = step + 1
-        if done % every == 0 or done == total:
-            t0 = time.perf_counter()
-            curve_steps.append(done)
-            curve_psnr.append(task.psnr(field_))
-            eval_seconds += time.perf_counter() - t0
-
-    reporter.report("train", 0.05, force=True, step=0, total_steps=total, message="training")
-    result = train(
-        field, task, config, device=device, generator=generator, reporter=reporter, phase_span=(0.05, 0.85), on_step=on_step
-    )
-
-    reporter.report("extract", 0.85, force=True, message=f"rendering {width}x{height}")
-    fitted = render_image(field, height, width, extent)  # (H, W, C), clipped
-    upsampled = None
-    if scale != 1:
-        reporter.report("extract", 0.9, force=True, message=f"rendering {out_w}x{out_h} (x{scale:g})")
-        upsampled = render_image(field, out_h, out_w, extent)
-
-    reporter.report("evaluate", 0.95, force=True, message="PSNR and SSIM")
-    metrics: dict = {
-        "task": "image",
-        "psnr": psnr(fitted, image),
-        "ssim": ssim(fitted, image) if min(height, width) >= 3 else None,
-        "psnr_train_resolution": curve_psnr[-1],
-        "steps": result.steps,
-        "train_seconds": max(0.0, result.seconds - eval_seconds),
-        "curve_seconds": eval_seconds,
-        "samples_per_second": result.samples_per_second,
-        "final_loss": result.final_loss,
-        "width": width,
-        "height": height,
-        "channels": channels,
-        "bit_depth": header.bit_depth,
-        "train_width": train_w,
-        "train_height": train_h,
-        "output_scale": scale,
-        "output_size": [out_w, out_h],
-        "device": str(device),
-        "network": config.network.type,
-        "encoding": config.encoding.type,
-        "optimizer": config.optimizer.type,
-        "precondition": config.precondition_enabled(),
-    }
-
-    reporter.report("write", 0.97, force=True, message="writing artifacts")
-    artifacts: dict[str, Path] = {}
-    artifacts["fitted.png"] = write_image(fitted, out_dir / "fitted.png", bit_depth=header.bit_depth)
-    if upsampled is not None:
-        name = _scaled_name(scale)
-        artifacts[name] = write_image(upsampled, out_dir / name, bit_depth=header.bit_depth)
-    curve = {"steps": curve_steps, "psnr": curve_psnr, "every": every, "resolution": [train_w, train_h]}
-    (out_dir / "psnr_curve.json").write_text(json.dumps(curve, indent=2))
-    artifacts["psnr_curve.json"] = out_dir / "psnr_curve.json"
-    artifacts["psnr_curve.png"] = draw_psnr_curve(curve_steps, curve_psnr, out_dir / "psnr_curve.png")
-    metrics["seconds"] = reporter.elapsed()
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out_dir / "config.json").write_text(config.model_dump_json(indent=2))
-    artifacts["metrics.json"] = out_dir / "metrics.json"
-    artifacts["config.json"] = out_dir / "config.json"
-    reporter.report("write", 1.0, force=True, message="done")
-    return FitResult(artifacts=artifacts, metrics=metrics, config=config, seconds=reporter.elapsed(), steps=result.steps)

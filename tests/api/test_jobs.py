@@ -7,7 +7,7 @@ import json
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.service_fixtures import create_sdf_job, upload
+from tests.service_fixtures import TINY_OPTIONS, create_sdf_job, sdf_method, upload
 
 
 def test_create_job_is_201_with_location_and_queue_position(client, sphere_file):
@@ -17,35 +17,68 @@ def test_create_job_is_201_with_location_and_queue_position(client, sphere_file)
     job = r.json()
     assert r.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] == "queued" and job["queue_position"] == 1 and job["attempt"] == 0
-    assert job["config"]["train"]["steps"] == 30 and job["config"]["task"] == "sdf"
+    # The spec is stored as submitted; the config is resolved by the worker, for its device.
+    assert job["method"] == {"task": "sdf", "preset": "fast", "overrides": TINY_OPTIONS}
+    assert job["config"] is None and job["device"] is None
     assert job["inputs"][0]["upload_id"] == uid and job["inputs"][0]["has_normals"] is True
     assert job["metadata"] == {"k": 1} and job["name"] == "ball"
     second = create_sdf_job(client, uid).json()
     assert second["queue_position"] == 2
 
 
-def test_invalid_options_are_422_naming_the_field(client, sphere_file):
+def test_invalid_overrides_are_422_naming_the_field(client, sphere_file):
     uid = upload(client, sphere_file).json()["id"]
-    r = create_sdf_job(client, uid, options={"train": {"steps": -5}, "encoding": {"type": "hashgrid", "n_levelz": 3}})
+    r = create_sdf_job(client, uid, overrides={"train": {"steps": -5}, "encoding": {"type": "hashgrid", "n_levelz": 3}})
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     body = r.json()
     assert body["code"] == "invalid_options"
     locs = [e["loc"] for e in body["errors"]]
-    assert ["body", "options", "train", "steps"] in locs
+    assert ["body", "method", "overrides", "train", "steps"] in locs
     assert any(loc[-1] == "n_levelz" for loc in locs)
-    r = create_sdf_job(client, uid, options={}, preconditioning={"start": 0.5, "end": 0.1})
+    r = create_sdf_job(client, uid, overrides={"precondition": {"start": 0.5, "end": 0.1}})
     assert r.status_code == 422 and "precondition" in json.dumps(r.json()["errors"])
-    r = client.post("/v1/jobs", json={"method": "nerf", "inputs": [uid]})
+    r = client.post("/v1/jobs", json={"method": {"task": "nerf"}, "inputs": [uid]})
     assert r.status_code == 422 and r.json()["code"] == "invalid_request"
-    assert r.json()["errors"][0]["loc"] == ["body", "method"]
+    assert r.json()["errors"][0]["loc"] == ["body", "method", "task"]
+    r = client.post("/v1/jobs", json={"method": {"task": "sdf", "overrides": {"task": "image"}}, "inputs": [uid]})
+    assert r.status_code == 422 and "contradicts" in r.json()["detail"]
 
 
-def test_input_must_suit_the_method(client, sphere_file):
+def test_an_override_bad_on_one_device_only_fails_at_submit(client, sphere_file):
+    # A gpu-queue job may run on a GPU or a CPU worker, whose presets differ: an override that is
+    # valid on top of the CPU preset but not on top of the CUDA one (a finest grid level below the
+    # CUDA preset's base resolution) must fail at submit, not later on a GPU worker.
+    from nfcore.presets import preset_overrides
+
+    base_cpu = preset_overrides("sdf", "fast", "cpu")["encoding"]["base_resolution"]
+    base_cuda = preset_overrides("sdf", "fast", "cuda")["encoding"]["base_resolution"]
+    assert base_cpu + 1 < base_cuda
     uid = upload(client, sphere_file).json()["id"]
-    r = client.post("/v1/jobs", json={"method": "image", "inputs": [uid], "preset": "fast"})
+    finest = {"encoding": {"finest_resolution": base_cpu + 1}}
+    r = create_sdf_job(client, uid, overrides={**TINY_OPTIONS, **finest})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_options", r.text
+    assert "finest_resolution" in r.json()["detail"] + str(r.json()["errors"])
+    # A job that asks for the CPU is only validated (and queued) for the CPU, where it is fine.
+    r = create_sdf_job(client, uid, overrides={**TINY_OPTIONS, **finest, "device": "cpu"})
+    assert r.status_code == 201, r.text
+    assert r.json()["method"]["overrides"]["device"] == "cpu"
+
+
+def test_input_must_suit_the_task(client, sphere_file):
+    uid = upload(client, sphere_file).json()["id"]
+    r = client.post("/v1/jobs", json={"method": {"task": "image", "preset": "fast"}, "inputs": [uid]})
     assert r.status_code == 422 and r.json()["code"] == "invalid_input" and "image" in r.json()["detail"]
-    r = client.post("/v1/jobs", json={"method": "sdf", "inputs": ["upl_nope"]})
+    r = client.post("/v1/jobs", json={"method": sdf_method(), "inputs": ["upl_nope"]})
     assert r.status_code == 404 and r.json()["code"] == "upload_not_found"
+
+
+def test_the_server_default_preset_is_stored_in_the_spec(make_settings, sphere_file):
+    with TestClient(create_app(make_settings(default_preset="quality"))) as c:
+        uid = upload(c, sphere_file).json()["id"]
+        job = c.post("/v1/jobs", json={"inputs": [uid]}).json()
+        assert job["method"] == {"task": "sdf", "preset": "quality", "overrides": {}}
+        job = c.post("/v1/jobs", json={"inputs": [uid], "method": {"preset": "fast"}}).json()
+        assert job["method"]["preset"] == "fast"
 
 
 def test_queue_full_is_429_with_retry_after(make_settings, sphere_file):
@@ -70,14 +103,20 @@ def test_idempotency_key_replays_and_rejects_other_bodies(client, sphere_file):
 
 
 def test_one_shot_multipart_form(client, sphere_file):
-    spec = json.dumps({"method": "sdf", "preset": "fast", "options": {"train": {"steps": 30}}})
+    job = json.dumps({"method": {"task": "sdf", "preset": "fast", "overrides": {"train": {"steps": 30}}}})
     with open(sphere_file, "rb") as f:
-        r = client.post("/v1/jobs/form", data={"spec": spec}, files={"file": ("ball.xyz", f, "text/plain")})
+        r = client.post("/v1/jobs/form", data={"job": job}, files={"file": ("ball.xyz", f, "text/plain")})
     assert r.status_code == 201, r.text
-    assert r.json()["inputs"][0]["filename"] == "ball.xyz" and r.json()["config"]["train"]["steps"] == 30
+    assert r.json()["inputs"][0]["filename"] == "ball.xyz" and r.json()["method"]["overrides"]["train"]["steps"] == 30
     with open(sphere_file, "rb") as f:
-        r = client.post("/v1/jobs/form", data={"spec": '{"method": "sdf", "bogus": 1}'}, files={"file": ("b.xyz", f)})
-    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "spec", "bogus"]
+        r = client.post("/v1/jobs/form", data={"job": '{"method": {"task": "sdf"}, "bogus": 1}'},
+                        files={"file": ("b.xyz", f)})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "job", "bogus"]
+    with open(sphere_file, "rb") as f:
+        r = client.post("/v1/jobs/form", data={"job": '{"method": {"overrides": {"train": {"steps": 0}}}}'},
+                        files={"file": ("b.xyz", f)})
+    assert r.status_code == 422 and ["body", "job", "method", "overrides", "train", "steps"] in [
+        e["loc"] for e in r.json()["errors"]]
     with open(sphere_file, "rb") as f:
         r = client.post("/v1/jobs/form", files={"file": ("b.dxf", f)})
     assert r.status_code == 415
@@ -102,7 +141,7 @@ def test_list_filters_and_pages(client, sphere_file):
     assert seen == ids[::-1]
     canceled = client.get("/v1/jobs", params={"status": "canceled"}).json()["items"]
     assert [j["id"] for j in canceled] == [ids[0]]
-    assert client.get("/v1/jobs", params={"status": "queued,running", "method": "sdf"}).json()["items"][0]["id"] == ids[4]
+    assert client.get("/v1/jobs", params={"status": "queued,running", "task": "sdf"}).json()["items"][0]["id"] == ids[4]
     assert client.get("/v1/jobs", params={"status": "lost"}).status_code == 422
     assert client.get("/v1/jobs", params={"page_token": "garbage!"}).json()["code"] == "invalid_page_token"
 
@@ -129,10 +168,16 @@ def test_cancel_queued_then_retry_then_delete(client, sphere_file, make_settings
     assert client.post(f"/v1/jobs/{jid}/cancel").status_code == 200  # idempotent
     assert client.get(f"/v1/jobs/{jid}/artifacts").status_code == 409
     client.delete(f"/v1/uploads/{uid}")  # the job keeps its own copy of the input
-    r = client.post(f"/v1/jobs/{jid}/retry", json={"options": {"train": {"steps": 40}}})
+    r = client.post(f"/v1/jobs/{jid}/retry")
+    assert r.status_code == 201, r.text
+    same = r.json()
+    assert same["retry_of"] == jid and same["method"] == client.get(f"/v1/jobs/{jid}").json()["method"]
+    client.post(f"/v1/jobs/{same['id']}/cancel")
+    r = client.post(f"/v1/jobs/{jid}/retry", json={"overrides": {"train": {"steps": 40}}})
     assert r.status_code == 201, r.text
     new = r.json()
-    assert new["retry_of"] == jid and new["status"] == "queued" and new["config"]["train"]["steps"] == 40
+    assert new["retry_of"] == jid and new["status"] == "queued" and new["method"]["overrides"] == {"train": {"steps": 40}}
+    assert client.post(f"/v1/jobs/{jid}/retry", json={"overrides": {"train": {"steps": -1}}}).status_code == 422
     assert client.post(f"/v1/jobs/{new['id']}/retry").status_code == 409  # still queued
     assert client.delete(f"/v1/jobs/{jid}").status_code == 204
     assert client.get(f"/v1/jobs/{jid}").status_code == 404

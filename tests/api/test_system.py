@@ -36,7 +36,7 @@ def test_worker_presence_shows_in_info_and_ready(make_settings):
     # embedded broker; the API lists it, and it is gone once the worker stops.
     import redis
 
-    from worker.presence import Presence, wait_until_gone
+    from service.presence import Presence, wait_until_gone
 
     settings = make_settings()
     with TestClient(create_app(settings)) as c:
@@ -58,9 +58,16 @@ def test_methods_and_schema(client):
     items = client.get("/v1/methods").json()["items"]
     assert {m["name"] for m in items} == {"sdf", "image", "occupancy"}
     sdf = client.get("/v1/methods/sdf").json()
-    schema = sdf["options_schema"]
-    assert "precondition" in schema["properties"] and "train" in schema["properties"]
-    assert sdf["preset_options"]["fast"]["train"]["steps"] > 0
+    schema = sdf["spec_schema"]
+    assert set(schema["properties"]) == {"task", "preset", "overrides"}
+    overrides = schema["properties"]["overrides"]
+    assert "precondition" in overrides["properties"] and "train" in overrides["properties"]
+    # Presets are published per device: a GPU worker trains with bigger batches than a CPU one.
+    cpu, cuda = sdf["preset_options"]["cpu"]["fast"], sdf["preset_options"]["cuda"]["fast"]
+    assert cpu["train"]["steps"] > 0 and cuda["train"]["batch_size"] > cpu["train"]["batch_size"]
+    # Every extension an upload accepts for images is advertised (not only png/jpg).
+    image = client.get("/v1/methods/image").json()
+    assert {".png", ".jpg", ".tif", ".webp", ".bmp"} <= set(image["input_formats"])
     r = client.get("/v1/methods/nerf")
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     assert r.json()["code"] == "method_not_found"

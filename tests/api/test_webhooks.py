@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.services.webhooks import verify
+from service.webhooks import verify
 from store import JobStatus, utcnow
 from tests.service_fixtures import Receiver, create_sdf_job, upload, wait_for
 

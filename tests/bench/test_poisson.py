@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from bench.poisson import poisson_reconstruct, run
+from nfcore.open3d_import import open3d_available, open3d_problem
 from tests.conftest import sphere_cloud
 
-pytest.importorskip("open3d")
+pytestmark = pytest.mark.skipif(not open3d_available(), reason=f"the Poisson baseline needs Open3D: {open3d_problem()}")
 
 
 def test_poisson_on_a_sphere():

@@ -4,7 +4,9 @@ import pytest
 from pydantic import ValidationError
 
 from nfcore.config import MethodConfig, load_config
-from nfcore.presets import PRESET_NAMES, merge, preset_overrides, resolve_config
+from nfcore.presets import merge, preset_overrides
+from nfcore.spec import MethodSpec, resolve
+from nfcore.vocab import PRESETS
 
 
 def test_defaults_round_trip_json_and_schema():
@@ -31,30 +33,30 @@ def test_unknown_key_and_bad_value_name_the_field():
 
 
 @pytest.mark.parametrize("task", ["sdf", "image", "occupancy"])
-@pytest.mark.parametrize("preset", PRESET_NAMES)
+@pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_every_preset_validates(task, preset, device):
-    cfg = resolve_config(task, preset, device=device)
+    cfg = resolve(MethodSpec(task=task, preset=preset), device)
     assert cfg.task == task
     json.loads(cfg.model_dump_json())
 
 
 def test_presets_grow_in_cost():
-    steps = [resolve_config("sdf", p).train.steps for p in PRESET_NAMES]
+    steps = [resolve(MethodSpec(task="sdf", preset=p), "cpu").train.steps for p in PRESETS]
     assert steps == sorted(steps) and len(set(steps)) == 3
 
 
 def test_overrides_merge_and_union_replacement():
-    cfg = resolve_config("sdf", "fast", {"train": {"steps": 7}})
+    cfg = resolve(MethodSpec(task="sdf", preset="fast", overrides={"train": {"steps": 7}}), "cpu")
     assert cfg.train.steps == 7
     assert cfg.train.batch_size == preset_overrides("sdf", "fast")["train"]["batch_size"]
-    cfg = resolve_config("sdf", "fast", {"encoding": {"type": "fourier", "n_frequencies": 6}})
+    cfg = resolve(MethodSpec(task="sdf", preset="fast", overrides={"encoding": {"type": "fourier", "n_frequencies": 6}}), "cpu")
     assert cfg.encoding.type == "fourier" and cfg.encoding.n_frequencies == 6
     assert merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
 
 
 def test_unknown_preset_or_task():
     with pytest.raises(ValueError, match="preset"):
-        resolve_config("sdf", "ultra")
+        resolve(MethodSpec(task="sdf", preset="ultra"), "cpu")
     with pytest.raises(ValueError, match="task"):
-        resolve_config("nerf", "fast")
+        resolve(MethodSpec(task="nerf", preset="fast"), "cpu")

@@ -153,7 +153,7 @@ def _sphere_cloud(path, n: int = 4000, seed: int = 0):
 def test_sdf_fit_on_cuda_recovers_a_sphere(tmp_path, optimizer):
     # The whole fit on the GPU: hash grid + SP + Adam or ESGD (third-order Hessian-vector products).
     from nfcore.fit import fit
-    from nfcore.presets import resolve_config
+    from nfcore.spec import MethodSpec, resolve
 
     src = _sphere_cloud(tmp_path / "sphere.xyz")
     overrides = {
@@ -162,7 +162,7 @@ def test_sdf_fit_on_cuda_recovers_a_sphere(tmp_path, optimizer):
         "train": {"steps": 300, "batch_size": 8192, "progress_interval_s": 0},
         "extraction": {"resolution": 96},
     }
-    config = resolve_config("sdf", "fast", overrides, device="cuda")
+    config = resolve(MethodSpec(task="sdf", preset="fast", overrides=overrides), "cuda")
     result = fit(src, config, tmp_path / "out", device="cuda")
     assert result.metrics["device"].startswith("cuda"), result.metrics
     res = result.metrics["fit_residuals"]
@@ -177,22 +177,18 @@ def test_sdf_fit_on_cuda_recovers_a_sphere(tmp_path, optimizer):
 def test_image_fit_on_cuda_reaches_psnr(tmp_path):
     from nfcore.fit import fit
     from nfcore.io.images import write_image
-    from nfcore.presets import resolve_config
+    from nfcore.spec import MethodSpec, resolve
 
     y, x = np.mgrid[0:32, 0:32].astype(np.float32) / 31
     img = np.stack([x, y, 0.5 * (x + y)], axis=-1)
     img[(x - 0.5) ** 2 + (y - 0.5) ** 2 < 0.09] = [1.0, 0.2, 0.1]
     src = write_image(img, tmp_path / "in.png")
-    config = resolve_config(
-        "image",
-        "fast",
-        {
+    config = resolve(MethodSpec(task="image", preset="fast", overrides={
             "network": {"type": "siren", "hidden_features": 64, "hidden_layers": 2},
             "optimizer": {"type": "adam", "lr": 1e-3},
             "train": {"steps": 200, "progress_interval_s": 0},
             "image": {"full_batch": True},
-        },
-    )
+        }), "cpu")
     result = fit(src, config, tmp_path / "out", device="cuda")
     assert result.metrics["psnr"] > 30.0, result.metrics["psnr"]
 

@@ -177,3 +177,49 @@ def test_tables_deterministic_with_generator():
     h2 = build_encoding(cfg, 3, generator=torch.Generator().manual_seed(5))
     assert torch.equal(h1.table, h2.table)
     assert h1.table.abs().max() <= cfg.init_scale and h1.table.abs().max() > cfg.init_scale / 2
+
+
+def test_tcnn_backend_with_autograd_implementation_is_rejected():
+    # tcnn's fused kernels are not the explicit differentiable ops "autograd" promises.
+    with pytest.raises(ValueError, match="backend") as e:
+        HashGridEncodingConfig(backend="tcnn", implementation="autograd")
+    assert "implementation" in str(e.value)
+    with pytest.raises(ValueError, match="implementation"):
+        HashGridEncodingConfig(backend="tcnn").implementation = "autograd"  # validate_assignment
+    HashGridEncodingConfig(backend="tcnn", implementation="function")
+    HashGridEncodingConfig(backend="auto", implementation="autograd")
+
+
+@pytest.mark.parametrize(
+    ("backend", "implementation", "device", "tcnn_available", "expected"),
+    [
+        ("auto", "function", "cuda", True, "tcnn"),
+        ("auto", "autograd", "cuda", True, "torch"),  # autograd is honoured: never the tcnn kernels
+        ("auto", "function", "cuda", False, "torch"),
+        ("auto", "function", "cpu", True, "torch"),
+        ("torch", "function", "cuda", True, "torch"),
+        ("tcnn", "function", "cuda", True, "tcnn"),
+    ],
+)
+def test_hashgrid_backend_choice_without_tinycudann(backend, implementation, device, tcnn_available, expected):
+    from nfcore.encodings import hashgrid_backend
+
+    cfg = HashGridEncodingConfig(backend=backend, implementation=implementation)
+    assert hashgrid_backend(cfg, device, tcnn_available=tcnn_available) == expected
+
+
+@pytest.mark.parametrize(("device", "tcnn_available", "reason"), [("cuda", False, "tinycudann"), ("cpu", True, "CUDA")])
+def test_hashgrid_backend_tcnn_unavailable_is_an_error(device, tcnn_available, reason):
+    from nfcore.encodings import hashgrid_backend
+
+    with pytest.raises(InputError, match=reason):
+        hashgrid_backend(HashGridEncodingConfig(backend="tcnn"), device, tcnn_available=tcnn_available)
+
+
+def test_tcnn_module_refuses_an_unvalidated_autograd_config():
+    from nfcore.encodings import TcnnHashGridEncoding
+
+    fields = {**HashGridEncodingConfig().model_dump(), "backend": "tcnn", "implementation": "autograd"}
+    cfg = HashGridEncodingConfig.model_construct(**fields)
+    with pytest.raises(InputError, match="implementation"):
+        TcnnHashGridEncoding(cfg, 3, device="cuda")  # refused before tinycudann or CUDA is needed

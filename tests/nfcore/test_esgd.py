@@ -183,3 +183,61 @@ def test_config_selects_the_bias_correction() -> None:
     assert MethodConfig().model_validate({"optimizer": {"type": "esgd"}}).optimizer.bias_correction == "steps"
     with pytest.raises(ValueError, match="bias_correction"):
         MethodConfig.model_validate({"optimizer": {"type": "esgd", "bias_correction": "both"}})
+
+
+def test_training_loop_clips_the_gradient_on_curvature_refresh_steps(monkeypatch) -> None:
+    # Gradient norm ~1e6 with clip_grad_norm=1: every step is a refresh step (warm-up), and the momentum
+    # must only ever see clipped gradients, while D still gets the raw Hessian from the graph.
+    import nfcore.train
+    from nfcore.config import MethodConfig
+
+    diag = torch.tensor([1e6, 3e6])
+
+    class Quadratic(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+        def table_parameters(self) -> list[torch.Tensor]:
+            return []
+
+        def network_parameters(self) -> list[torch.Tensor]:
+            return [self.w]
+
+    class QuadraticTask:
+        in_dim, out_dim = 1, 1
+
+        def sample(self, step, generator):
+            return {"x": torch.zeros(4, 1)}
+
+        def loss(self, field, batch, alpha, generator):
+            loss = 0.5 * (diag * field.w**2).sum()
+            return loss, {"quadratic": float(loss.detach())}
+
+    built = []
+
+    def recording_build_optimizer(*args, **kwargs):
+        built.append(nfcore.train.build_optimizer.__wrapped__(*args, **kwargs))
+        return built[-1]
+
+    recording_build_optimizer.__wrapped__ = nfcore.train.build_optimizer
+    monkeypatch.setattr(nfcore.train, "build_optimizer", recording_build_optimizer)
+    steps = 3
+    cfg = MethodConfig.model_validate(
+        {
+            "encoding": {"type": "identity"},
+            "precondition": {"enabled": False},
+            "optimizer": {"type": "esgd", "lr": 1e-9, "d_warmup": 50},
+            "schedule": {"kind": "constant"},
+            "train": {"steps": steps, "batch_size": 4, "progress_interval_s": 0, "clip_grad_norm": 1.0},
+        }
+    )
+    field = Quadratic()
+    nfcore.train.train(field, QuadraticTask(), cfg, device="cpu", generator=torch.Generator().manual_seed(0))
+    (opt,) = built
+    assert isinstance(opt, ESGD) and opt.d_updates == steps
+    beta1, beta2 = opt.param_groups[0]["betas"]
+    # m is an EMA of gradients of norm <= 1: |m| <= 1 - beta1^t.
+    assert float(opt.state[field.w]["m"].norm()) <= (1 - beta1**steps) * (1 + 1e-5)
+    # D from the unclipped graph: for a diagonal Hessian, D / bc2 = diag^2 exactly.
+    torch.testing.assert_close(opt.state[field.w]["D"] / (1 - beta2**steps), diag**2, rtol=1e-5, atol=0)

@@ -14,7 +14,7 @@ from nfcore.errors import InputError
 from nfcore.fit import fit
 from nfcore.io.images import read_image, write_image
 from nfcore.metrics import psnr
-from nfcore.presets import resolve_config
+from nfcore.spec import MethodSpec, resolve
 from nfcore.tasks.image import ImageTask, image_extent, pixel_centres
 
 
@@ -36,7 +36,7 @@ def _config(steps: int = 200, **overrides):
     }
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
-    return resolve_config("image", "fast", base)
+    return resolve(MethodSpec(task="image", preset="fast", overrides=base), "cpu")
 
 
 # ---- coordinates and the task -------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_image_extensions_match_the_image_reader():
     from nfcore.io import images
     from nfcore.io.inspect import IMAGE_EXTENSIONS
 
-    assert set(IMAGE_EXTENSIONS) == set(images.IMAGE_EXTENSIONS)
+    assert set(IMAGE_EXTENSIONS) == set(images.PIL_FORMATS)
 
 
 def test_unknown_extension(tmp_path):

@@ -126,3 +126,24 @@ def test_largest_component():
     np.testing.assert_allclose(kept.vertex_normals, 0.0 * kept.vertices + [0.0, 0.0, 1.0])
     single = largest_component(big)
     assert single is big
+
+
+def test_coarse_to_fine_keeps_small_parts_of_steep_fields():
+    # Occupancy-logit-like field (slope 100, 50x the SDF bound): a big sphere and a small one of radius
+    # 3 voxels centred in a coarsest cell (spacing 4 voxels), so no coarse sample lies inside it and
+    # every corner of that cell is ~0.7 away from the level, far more than an SDF could be.
+    n, k = 128, 100.0
+    step = 2.0 / (n - 1)
+    centres = torch.tensor([[0.0, 0.0, 0.0], [-1.0 + 106 * step] * 3])  # 106 = 4 * 26 + 2: a coarsest cell centre
+    radii = torch.tensor([0.4937, 3.0 * step])
+
+    def steep(x):
+        return k * ((x[:, None, :] - centres).norm(dim=2) - radii).min(dim=1).values
+
+    dense = extract_mesh(steep, resolution=n, coarse_to_fine=False)
+    c2f = extract_mesh(steep, resolution=n, coarse_to_fine=True)
+    assert len(dense.split(only_watertight=False)) == 2
+    assert len(c2f.split(only_watertight=False)) == 2
+    assert len(c2f.vertices) == len(dense.vertices)
+    assert c2f.area == pytest.approx(dense.area, rel=1e-6)
+    np.testing.assert_array_equal(c2f.faces, dense.faces)

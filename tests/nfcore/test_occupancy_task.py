@@ -12,10 +12,13 @@ import trimesh
 
 from nfcore.errors import InputError
 from nfcore.fit import fit
-from nfcore.presets import resolve_config
+from nfcore.open3d_import import open3d_available, open3d_problem
+from nfcore.spec import MethodSpec, resolve
 from nfcore.tasks.occupancy import OccupancyTask, label_inside, occupancy_iou, sample_occupancy_points
 
-pytest.importorskip("open3d", reason="the occupancy task labels points with Open3D's ray test")
+pytestmark = pytest.mark.skipif(
+    not open3d_available(), reason=f"the occupancy task labels points with Open3D's ray test: {open3d_problem()}"
+)
 
 CENTER = np.array([5.0, -2.0, 1.0])
 RADIUS = 2.0
@@ -28,18 +31,14 @@ def _sphere() -> trimesh.Trimesh:
 
 
 def _config(steps: int = 250):
-    return resolve_config(
-        "occupancy",
-        "fast",
-        {
+    return resolve(MethodSpec(task="occupancy", preset="fast", overrides={
             "encoding": {"type": "identity"},
             "network": {"type": "mlp", "hidden_features": 64, "hidden_layers": 2, "activation": "relu"},
             "optimizer": {"type": "adam", "lr": 3e-3},
             "train": {"steps": steps, "batch_size": 2048, "progress_interval_s": 0},
             "occupancy": {"n_samples": 20_000},
             "extraction": {"resolution": 48},
-        },
-    )
+        }), "cpu")
 
 
 def test_labels_match_the_analytic_sphere() -> None:

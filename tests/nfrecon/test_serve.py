@@ -14,8 +14,8 @@ import httpx
 import pytest
 import trimesh
 
-from api.services.webhooks import verify
 from nfrecon.serve import EmbeddedBroker, free_port
+from service.webhooks import verify
 from tests.service_fixtures import TINY_OPTIONS, Receiver, sphere_xyz, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,8 +76,8 @@ def test_serve_runs_one_job_end_to_end_without_redis_server(tmp_path):
         with httpx.Client(base_url=base, timeout=30) as c, Receiver() as rx:
             up = c.post("/uploads", params={"filename": "ball.xyz"}, content=cloud.read_bytes())
             assert up.status_code == 201, up.text
-            r = c.post("/jobs", json={"method": "sdf", "preset": "fast", "inputs": [up.json()["id"]],
-                                      "options": TINY_OPTIONS, "webhook": rx.url,
+            r = c.post("/jobs", json={"method": {"task": "sdf", "preset": "fast", "overrides": TINY_OPTIONS},
+                                      "inputs": [up.json()["id"]], "webhook": rx.url,
                                       "webhook_events_filter": ["start", "completed"]})
             assert r.status_code == 201, r.text
             jid = r.json()["id"]

@@ -10,9 +10,9 @@ import pytest
 from store import IdempotencyConflict, IdempotencyKey, Job, JobStatus, Upload, utcnow
 
 
-def make_job(store, job_id="job_a", owner="", created=None, status="queued", max_attempts=2, method="sdf"):
+def make_job(store, job_id="job_a", owner="", created=None, status="queued", max_attempts=2, task="sdf"):
     now = created or utcnow()
-    job = Job(id=job_id, owner=owner, method=method, preset="fast", options={}, config={"task": method}, inputs=[],
+    job = Job(id=job_id, owner=owner, task=task, spec={"task": task, "preset": "fast", "overrides": {}}, inputs=[],
               queue="gpu", status=status, attempt=0, max_attempts=max_attempts, created_at=now, updated_at=now)
     return store.add_job(job)
 
@@ -30,6 +30,9 @@ def test_claim_is_exclusive_and_counts_attempts(store):
     # The first attempt can no longer write anything.
     assert store.heartbeat("job_a", 1) is None
     assert not store.set_progress("job_a", 1, "train", {"fraction": 0.5})
+    assert not store.record_config("job_a", 1, {"device": "cuda"}, "cuda")
+    assert store.record_config("job_a", 2, {"device": "cpu"}, "cpu")
+    assert store.get_job("job_a").config == {"device": "cpu"} and store.get_job("job_a").device == "cpu"
     assert not store.finish("job_a", 1, JobStatus.succeeded)
     assert store.finish("job_a", 2, JobStatus.succeeded, metrics={"x": 1.0})
     assert store.get_job("job_a").status == "succeeded"
@@ -118,12 +121,12 @@ def test_idempotency_key_conflict_and_expiry(store):
     now = utcnow()
     key = IdempotencyKey(owner="", scope="POST /v1/jobs", key="k1", fingerprint="f", resource_id="job_b",
                          created_at=now, expires_at=now + timedelta(hours=1))
-    store.add_job(Job(id="job_b", owner="", method="sdf", preset="fast", options={}, config={}, inputs=[], queue="gpu",
+    store.add_job(Job(id="job_b", owner="", task="sdf", spec={"task": "sdf"}, inputs=[], queue="gpu",
                       status="queued", created_at=now, updated_at=now), key)
     dup = IdempotencyKey(owner="", scope="POST /v1/jobs", key="k1", fingerprint="g", resource_id="job_c",
                          created_at=now, expires_at=now + timedelta(hours=1))
     with pytest.raises(IdempotencyConflict) as info:
-        store.add_job(Job(id="job_c", owner="", method="sdf", preset="fast", options={}, config={}, inputs=[],
+        store.add_job(Job(id="job_c", owner="", task="sdf", spec={"task": "sdf"}, inputs=[],
                           queue="gpu", status="queued", created_at=now, updated_at=now), dup)
     assert info.value.existing.resource_id == "job_b"
     assert store.get_job("job_c") is None  # rolled back with the key
@@ -151,3 +154,15 @@ def test_sqlite_uses_wal(tmp_path):
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     engine.dispose()
+
+
+def test_a_database_from_another_version_is_named_not_misused(tmp_path):
+    import sqlalchemy as sa
+
+    from store import JobStore, SchemaMismatch, make_engine, sqlite_url
+
+    engine = make_engine(sqlite_url(tmp_path / "old.db"))
+    with engine.begin() as conn:  # an older jobs table: no spec/device columns
+        conn.execute(sa.text("CREATE TABLE nfrecon_jobs (id VARCHAR(40) PRIMARY KEY, method VARCHAR(32))"))
+    with pytest.raises(SchemaMismatch, match="nfrecon_jobs .* lacks columns .*spec"):
+        JobStore(engine)

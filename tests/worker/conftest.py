@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.settings import Settings
+from service.settings import Settings
 from tests.service_fixtures import embedded_broker, sphere_file, unique_prefix  # noqa: F401 (fixtures)
 from worker.runner import RunContext
 

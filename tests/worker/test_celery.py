@@ -15,7 +15,7 @@ import trimesh
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.settings import Settings
+from service.settings import Settings
 from store import utcnow
 from tests.service_fixtures import (
     cleanup_redis_prefix,
@@ -83,7 +83,7 @@ def test_cancel_a_running_job(api, redis_settings, tmp_path, sphere_file):  # no
     worker = start_worker(redis_settings, tmp_path, "cancel")
     try:
         uid = upload(api, sphere_file).json()["id"]
-        jid = create_sdf_job(api, uid, options=long_options()).json()["id"]
+        jid = create_sdf_job(api, uid, overrides=long_options()).json()["id"]
         wait_for(lambda: (_status(api, jid).get("progress") or {}).get("phase") == "train", 120, what="training")
         r = api.post(f"/v1/jobs/{jid}/cancel")
         assert r.status_code == 202 and r.json()["status"] == "canceling"
@@ -158,8 +158,8 @@ def test_image_job_end_to_end(api, redis_settings, tmp_path):
     try:
         up = upload(api, src).json()
         assert up["kind"] == "image" and up["validation"]["width"] == 32
-        body = {"method": "image", "preset": "fast", "inputs": [up["id"]],
-                "options": {"train": {"steps": 150}, "image": {"output_scale": 2.0}}}
+        body = {"inputs": [up["id"]], "method": {"task": "image", "preset": "fast",
+                "overrides": {"train": {"steps": 150}, "image": {"output_scale": 2.0}}}}
         r = api.post("/v1/jobs", json=body)
         assert r.status_code == 201, r.text
         jid = r.json()["id"]

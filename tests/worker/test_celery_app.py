@@ -8,8 +8,9 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from api.settings import Settings
-from worker.celery_app import make_celery, worker_argv, worker_queues
+from service.broker import make_celery, worker_queues
+from service.settings import Settings
+from worker.celery_app import worker_argv
 
 
 def test_long_job_settings():
@@ -42,10 +43,10 @@ def test_pool_is_prefork_with_a_prompt_process_check():
     from celery.concurrency import get_implementation
     from celery.concurrency.prefork import TaskPool
 
-    from worker.celery_app import make_celery
+    from worker.celery_app import make_worker_app
     from worker.pool import MAINTAIN_INTERVAL_S
 
-    cls = get_implementation(make_celery(Settings()).conf.worker_pool)  # how the worker resolves it
+    cls = get_implementation(make_worker_app(Settings()).conf.worker_pool)  # how the worker resolves it
     assert issubclass(cls, TaskPool)
     pool = cls.Pool.__new__(cls.Pool)  # the timers property needs no started pool
     (interval,) = pool.timers.values()
@@ -65,7 +66,7 @@ def test_settings_from_environment(monkeypatch, tmp_path):
 
 
 def test_worker_modules_do_not_import_torch():
-    code = ("import sys, worker.tasks, worker.celery_app, worker.reaper; "
+    code = ("import sys, worker.tasks, worker.celery_app, service.reaper; "
             "assert 'torch' not in sys.modules and 'fastapi' not in sys.modules, "
             "sorted(m for m in sys.modules if m in ('torch', 'fastapi'))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

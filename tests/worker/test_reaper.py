@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import redis
 
+from service.reaper import Reaper
 from store import utcnow
 from tests.service_fixtures import create_sdf_job, upload
-from worker.reaper import Reaper
 
 
 def _reaper(services):

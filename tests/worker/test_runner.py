@@ -54,7 +54,7 @@ def test_run_job_succeeds_publishes_and_serves_artifacts(client, services, ctx, 
 
 
 def test_cooperative_cancel_stops_a_running_fit(client, services, ctx, sphere_file):
-    jid = create_sdf_job(client, upload(client, sphere_file).json()["id"], options=long_options()).json()["id"]
+    jid = create_sdf_job(client, upload(client, sphere_file).json()["id"], overrides=long_options()).json()["id"]
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("status", run_job(jid, ctx)))
     t.start()

@@ -6,9 +6,9 @@ import logging
 
 from celery import Celery
 
-from api.settings import Settings
+from service.broker import TASK_RECONSTRUCT, make_celery
+from service.settings import Settings
 from store import Job, JobStore
-from worker.celery_app import TASK_RECONSTRUCT, make_celery
 
 logger = logging.getLogger("nfrecon.queue")
 
@@ -21,9 +21,9 @@ class JobQueue:
         self.store = store
         self.celery = celery or make_celery(settings)
 
-    def queue_for(self, config_device: str) -> str:
-        """CPU-only jobs go to the cpu queue; everything else to the gpu queue (which CPU workers may also serve)."""
-        return self.settings.cpu_queue if config_device == "cpu" else self.settings.gpu_queue
+    def queue_for(self, kind: str) -> str:
+        """The queue name for "cpu" or "gpu" jobs (CPU workers may also serve the gpu queue)."""
+        return self.settings.cpu_queue if kind == "cpu" else self.settings.gpu_queue
 
     def publish(self, job: Job) -> bool:
         """Send the job's message; False (and the job stays unpublished for the reaper) if the broker is down."""
@@ -61,7 +61,7 @@ class JobQueue:
         """The live workers (their presence keys in the broker), or [] when the broker cannot be read."""
         import redis
 
-        from worker.presence import list_workers
+        from service.presence import list_workers
 
         try:
             client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=2, socket_connect_timeout=2)

@@ -1,4 +1,5 @@
-"""Jobs: create (validate options and inputs, enforce the queue cap, idempotency), read, cancel, retry, delete."""
+"""The job lifecycle: create (validate the method spec and the input, queue cap, idempotency), read, cancel,
+retry, delete, logs and artifacts. The API's routes call these; every state change is the job store's."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import hashlib
 import json
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
 from pydantic import ValidationError
 
-from api.deps import Services
-from api.errors import ProblemError, not_found
+from nfcore.spec import MethodSpec, resolve
+from nfcore.vocab import TASK_INPUT_KINDS
+from service.context import Services
+from service.errors import ProblemError, not_found
+from service.webhooks import check_url
 from store import TERMINAL, IdempotencyConflict, IdempotencyKey, Job, JobStatus, JobWebhook, Upload, utcnow
 
 SCOPE = "POST /v1/jobs"
@@ -26,13 +29,14 @@ def links(job_id: str) -> dict[str, str]:
 
 
 def job_public(services: Services, job: Job, *, full: bool = True, queue_position: int | None = None) -> dict:
+    """The job as the API shows it (a dict for `api.schemas.JobPublic`)."""
     if queue_position is None and job.status == JobStatus.queued.value:
         queue_position = services.store.queue_position(job)
     hook = services.webhooks.subscription(job.id) if full else None
     return {
-        "id": job.id, "name": job.name, "method": job.method, "preset": job.preset, "status": job.status,
+        "id": job.id, "name": job.name, "method": job.spec, "status": job.status,
         "stage": job.stage, "progress": job.progress, "queue_position": queue_position, "attempt": job.attempt,
-        "max_attempts": job.max_attempts, "inputs": job.inputs, "options": job.options,
+        "max_attempts": job.max_attempts, "inputs": job.inputs, "device": job.device,
         "config": job.config if full else None, "error": job.error, "metrics": job.metrics, "retry_of": job.retry_of,
         "metadata": job.metadata_ or {}, "created_at": job.created_at, "updated_at": job.updated_at,
         "started_at": job.started_at, "finished_at": job.finished_at, "expires_at": job.expires_at,
@@ -54,46 +58,53 @@ def _validation_errors(exc: ValidationError, prefix: list) -> list[dict]:
              "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
-def resolve_options(services: Services, method: str, preset: str, options: dict, *,
-                    preconditioning: dict | None = None, output_formats: list[str] | None = None):
-    """Merge the request's options onto the preset and validate them; 422 naming each bad field."""
-    from nfcore.presets import merge, resolve_config
-
-    overrides: dict[str, Any] = dict(options or {})
-    if "task" in overrides and overrides["task"] != method:
-        raise ProblemError(422, "invalid_options", f"options.task ({overrides['task']!r}) contradicts method {method!r}",
-                           errors=[{"loc": ["body", "options", "task"], "msg": f"must be {method!r} or absent"}])
-    if preconditioning:
-        overrides = merge(overrides, {"precondition": preconditioning})
-    if output_formats:
-        overrides = merge(overrides, {"extraction": {"formats": list(output_formats)}})
-    device = services.settings.job_device
-    if device == "cpu":
-        overrides.setdefault("device", "cpu")
-    try:
-        return resolve_config(method, preset, overrides, device="cuda" if device == "cuda" else "cpu")
-    except ValidationError as exc:
-        errors = _validation_errors(exc, ["body", "options"])
-        fields = ", ".join(".".join(str(p) for p in e["loc"][2:]) for e in errors[:5])
-        raise ProblemError(422, "invalid_options", f"invalid options: {fields}", errors=errors) from exc
-    except ValueError as exc:
-        raise ProblemError(422, "invalid_options", str(exc)) from exc
+def with_default_preset(services: Services, spec: MethodSpec | None) -> MethodSpec:
+    """The spec with the server's default preset when the request named none (stored that way)."""
+    spec = spec or MethodSpec()
+    if "preset" in spec.model_fields_set:
+        return spec
+    return spec.model_copy(update={"preset": services.settings.default_preset})
 
 
-def check_input(method: str, config, upload: Upload) -> None:
+def queue_device(services: Services, spec: MethodSpec) -> str:
+    """"cpu" when the job goes to the cpu queue, else "gpu" (GPU workers, or CPU workers serving that queue)."""
+    requested = spec.requested_device
+    cpu_only = requested == "cpu" or (requested == "auto" and services.settings.job_device == "cpu")
+    return "cpu" if cpu_only else "gpu"
+
+
+def validate_spec(services: Services, spec: MethodSpec, loc: list) -> dict[str, object]:
+    """Resolve `spec` for every device that may run it (422 naming each bad field); {device: MethodConfig}.
+
+    A gpu-queue job may run on a GPU worker or on a CPU worker serving that queue, and the presets
+    differ per device, so a bad override must fail here for both rather than later on one of them.
+    """
+    devices = ("cpu",) if queue_device(services, spec) == "cpu" else spec.devices()
+    configs = {}
+    for device in devices:
+        try:
+            configs[device] = resolve(spec, device)
+        except ValidationError as exc:
+            errors = _validation_errors(exc, [*loc, "overrides"])
+            fields = ", ".join(".".join(str(p) for p in e["loc"][len(loc):]) for e in errors[:5])
+            raise ProblemError(422, "invalid_options", f"invalid method overrides: {fields}", errors=errors) from exc
+        except ValueError as exc:
+            raise ProblemError(422, "invalid_options", str(exc), errors=[{"loc": loc, "msg": str(exc)}]) from exc
+    return configs
+
+
+def check_input(spec: MethodSpec, config, upload: Upload) -> None:
     """Reject at submit time what would fail on the worker (service.md §5.1)."""
-    from api.services.methods import METHODS
-
-    kinds = METHODS[method]["input_kinds"]
+    kinds = TASK_INPUT_KINDS[spec.task]
     if upload.kind not in kinds:
         raise ProblemError(422, "invalid_input",
-                           f"method {method!r} takes {' or '.join(kinds)} input; upload {upload.id} "
+                           f"task {spec.task!r} takes {' or '.join(kinds)} input; upload {upload.id} "
                            f"({upload.filename}) is a {upload.kind}",
-                           errors=[{"loc": ["body", "inputs", 0], "msg": f"a {upload.kind} is not usable by {method}"}])
-    if method == "sdf" and upload.kind == "pointcloud" and not upload.report.get("has_normals") \
+                           errors=[{"loc": ["body", "inputs", 0], "msg": f"a {upload.kind} is not usable by {spec.task}"}])
+    if spec.task == "sdf" and upload.kind == "pointcloud" and not upload.report.get("has_normals") \
             and not config.input.estimate_normals:
         raise ProblemError(422, "invalid_input",
-                           f"upload {upload.id} ({upload.filename}) has no normals and options.input.estimate_normals "
+                           f"upload {upload.id} ({upload.filename}) has no normals and overrides.input.estimate_normals "
                            "is false", errors=[{"loc": ["body", "inputs", 0], "msg": "point cloud without normals"}])
 
 
@@ -108,24 +119,26 @@ def _check_queue(services: Services, owner: str) -> None:
                            headers={"Retry-After": str(s.retry_after_s)})
 
 
-def create_job(services: Services, owner: str, *, method: str, preset: str | None, options: dict,
-               preconditioning: dict | None, output_formats: list[str] | None, upload: Upload, name: str | None,
+def create_job(services: Services, owner: str, *, spec: MethodSpec | None, upload: Upload, name: str | None,
                metadata: dict, idempotency_key: str | None, fingerprint_extra: dict | None = None,
                retry_of: str | None = None, input_path=None, webhook: str | None = None,
-               webhook_events: list[str] | None = None) -> tuple[Job, bool]:
-    """Validate, insert, publish. Returns (job, replayed)."""
-    from api.services.webhooks import check_url
+               webhook_events: list[str] | None = None, spec_loc: tuple = ("body", "method")) -> tuple[Job, bool]:
+    """Validate, insert, publish. Returns (job, replayed).
 
+    Args:
+        spec: the method as the client stated it (None = the defaults); stored as submitted, with
+            the server's default preset filled in when it named none.
+        spec_loc: where the spec sits in the request, for the `loc` of validation errors.
+    """
     s = services.settings
-    preset = preset or s.default_preset
+    spec = with_default_preset(services, spec)
     if webhook is not None:
         check_url(webhook, allow_private=s.webhook_allow_private)
         webhook_events = sorted(set(webhook_events or ["completed"]))
     elif webhook_events:
         raise ProblemError(422, "invalid_webhook", "webhook_events_filter needs a webhook URL",
                            errors=[{"loc": ["body", "webhook"], "msg": "missing"}])
-    payload = {"method": method, "preset": preset, "options": options, "preconditioning": preconditioning,
-               "output_formats": output_formats, "inputs": [upload.id], "name": name, "metadata": metadata,
+    payload = {"method": spec.model_dump(mode="json"), "inputs": [upload.id], "name": name, "metadata": metadata,
                **({"webhook": webhook, "webhook_events_filter": webhook_events} if webhook else {}),
                **(fingerprint_extra or {})}
     fingerprint = _fingerprint(payload)
@@ -135,9 +148,8 @@ def create_job(services: Services, owner: str, *, method: str, preset: str | Non
         existing = services.store.get_idempotency(owner, SCOPE, idempotency_key)
         if existing is not None:
             return _replay(services, owner, existing, fingerprint), True
-    config = resolve_options(services, method, preset, options, preconditioning=preconditioning,
-                             output_formats=output_formats)
-    check_input(method, config, upload)
+    configs = validate_spec(services, spec, list(spec_loc))
+    check_input(spec, next(iter(configs.values())), upload)
     _check_queue(services, owner)
 
     job_id = f"job_{uuid.uuid4().hex[:24]}"
@@ -148,8 +160,8 @@ def create_job(services: Services, owner: str, *, method: str, preset: str | Non
     now = utcnow()
     report = upload.report or {}
     job = Job(
-        id=job_id, owner=owner, name=name, method=method, preset=preset, options=options or {},
-        config=config.model_dump(mode="json"), queue=services.queue.queue_for(config.device),
+        id=job_id, owner=owner, name=name, task=spec.task, spec=spec.model_dump(mode="json"), config=None, device=None,
+        queue=services.queue.queue_for(queue_device(services, spec)),
         inputs=[{"upload_id": upload.id, "filename": upload.filename, "kind": upload.kind, "format": upload.format,
                  "n_points": report.get("n_points"), "has_normals": report.get("has_normals"),
                  "sha256": upload.sha256}],
@@ -206,7 +218,7 @@ def decode_token(token: str) -> tuple[datetime, str]:
                            errors=[{"loc": ["query", "page_token"], "msg": "malformed"}]) from exc
 
 
-def list_jobs(services: Services, owner: str, *, status: str | None, method: str | None, page_size: int,
+def list_jobs(services: Services, owner: str, *, status: str | None, task: str | None, page_size: int,
               page_token: str | None, full: bool) -> dict:
     statuses = None
     if status:
@@ -216,7 +228,7 @@ def list_jobs(services: Services, owner: str, *, status: str | None, method: str
             raise ProblemError(422, "invalid_request", f"unknown status {bad[0]!r}; choose from {', '.join(STATUSES)}",
                                errors=[{"loc": ["query", "status"], "msg": f"unknown status {bad[0]!r}"}])
     before = decode_token(page_token) if page_token else None
-    rows = services.store.list_jobs(owner, statuses=statuses, method=method, limit=page_size + 1, before=before)
+    rows = services.store.list_jobs(owner, statuses=statuses, task=task, limit=page_size + 1, before=before)
     more = len(rows) > page_size
     rows = rows[:page_size]
     return {"items": [job_public(services, j, full=full) for j in rows],
@@ -237,7 +249,9 @@ def cancel_job(services: Services, owner: str, job_id: str) -> tuple[Job, int]:
     return job, (200 if job.status == JobStatus.canceled.value else 202)
 
 
-def retry_job(services: Services, owner: str, job_id: str, *, preset: str | None, options: dict | None) -> Job:
+def retry_job(services: Services, owner: str, job_id: str, *, preset: str | None = None,
+              overrides: dict | None = None) -> Job:
+    """A new job from a finished one's input and its stored spec (unchanged unless `preset`/`overrides` are given)."""
     old = get_job(services, owner, job_id)
     if old.status not in TERMINAL:
         raise ProblemError(409, "job_active", f"job {job_id} is {old.status}; retry a finished job")
@@ -250,10 +264,16 @@ def retry_job(services: Services, owner: str, job_id: str, *, preset: str | None
         media_type="application/octet-stream", format=inp["format"], kind=inp["kind"],
         report={"kind": inp["kind"], "has_normals": inp.get("has_normals"), "n_points": inp.get("n_points")})
     hook = services.webhooks.subscription(old.id)
-    job, _ = create_job(services, owner, method=old.method, preset=preset or old.preset,
-                        options=old.options if options is None else options, preconditioning=None,
-                        output_formats=None, upload=upload, name=old.name, metadata=old.metadata_ or {},
-                        idempotency_key=None, retry_of=old.id, input_path=src,
+    spec = MethodSpec.model_validate(old.spec)
+    changes = {k: v for k, v in (("preset", preset), ("overrides", overrides)) if v is not None}
+    if changes:
+        try:
+            spec = MethodSpec.model_validate({**spec.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ProblemError(422, "invalid_options", "invalid retry: " + "; ".join(e["msg"] for e in exc.errors()),
+                               errors=_validation_errors(exc, ["body"])) from exc
+    job, _ = create_job(services, owner, spec=spec, upload=upload, name=old.name, metadata=old.metadata_ or {},
+                        idempotency_key=None, retry_of=old.id, input_path=src, spec_loc=("body",),
                         webhook=hook.url if hook else None, webhook_events=hook.events if hook else None)
     return job
 

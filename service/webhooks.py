@@ -22,14 +22,15 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 
-from api.deps import Services
-from api.errors import ProblemError
-from store import WebhookDelivery, WebhookStore, utcnow
+from service.errors import ProblemError
+from service.settings import Settings
+from store import Job, JobStore, WebhookDelivery, WebhookStore, utcnow
 
 logger = logging.getLogger("nfrecon.webhooks")
 
@@ -118,11 +119,14 @@ def delivery_public(d: WebhookDelivery) -> dict:
 class WebhookDispatcher:
     """Queues the events that happened and POSTs the due deliveries; `run_once` is one pass."""
 
-    def __init__(self, services: Services, store: WebhookStore, secret: str, client: httpx.Client | None = None):
-        self.services = services
+    def __init__(self, settings: Settings, jobs: JobStore, store: WebhookStore, secret: str,
+                 render_job: Callable[[Job], dict], client: httpx.Client | None = None):
+        """`render_job`: the job as JSON, as GET /v1/jobs/{id} shows it (the API's representation)."""
+        self.settings = settings
+        self.jobs = jobs
         self.store = store
         self.secret = secret
-        self.settings = services.settings
+        self.render_job = render_job
         self.client = client or httpx.Client(timeout=self.settings.webhook_timeout_s, follow_redirects=False)
 
     def close(self) -> None:
@@ -139,13 +143,10 @@ class WebhookDispatcher:
 
     def _body(self, delivery: WebhookDelivery) -> tuple[bytes, str] | None:
         """The JSON body and the job's owner, or None when the job is gone."""
-        from api.schemas import JobPublic
-        from api.services.jobs import job_public
-
-        job = self.services.store.get_job(delivery.job_id)
+        job = self.jobs.get_job(delivery.job_id)
         if job is None:
             return None
-        data = JobPublic.model_validate(job_public(self.services, job)).model_dump(mode="json")
+        data = self.render_job(job)
         envelope = {"type": EVENT_TYPES[delivery.event], "timestamp": utcnow().isoformat(), "data": data}
         return json.dumps(envelope, separators=(",", ":")).encode(), job.owner
 

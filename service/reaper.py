@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from api.settings import Settings
+from service.queue import JobQueue
+from service.settings import Settings
 from store import ArtifactStore, JobStatus, JobStore, utcnow
-from worker.queue import JobQueue
 
 logger = logging.getLogger("nfrecon.reaper")
 

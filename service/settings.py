@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from nfcore.vocab import PresetName
+
 GiB = 1 << 30
 MiB = 1 << 20
 
@@ -63,8 +65,11 @@ class Settings(BaseSettings):
     """How long a cooperative cancel may take before the worker child is killed (revoke terminate)."""
 
     job_device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Device presets are resolved for; `cpu` jobs go to the cpu queue, others to the gpu queue."""
-    default_preset: Literal["fast", "balanced", "quality"] = "balanced"
+    """Where jobs run unless their spec names a device: `cpu` sends them to the cpu queue, `auto`/`cuda` to
+    the gpu queue. Workers resolve each spec for their own device."""
+    worker_device: Literal["auto", "cpu", "cuda"] = "auto"
+    """The device a worker runs jobs on (and resolves presets for): `auto` = CUDA when available, else CPU."""
+    default_preset: PresetName = "balanced"
     retry_after_s: int = Field(30, ge=1)
     """Retry-After sent with 429 and with non-terminal job reads."""
     sse_poll_s: float = Field(0.5, gt=0)

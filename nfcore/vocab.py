@@ -1,0 +1,68 @@
+"""The project's vocabularies, each in one place: tasks, presets, devices, input kinds, output formats.
+
+The CLI, the readers, the upload validation, the method spec and `GET /v1/methods` all read these
+names from here, so a new format or preset is added once. The `Literal` types are the source; the
+tuples are derived from them for code that iterates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, get_args
+
+TaskName = Literal["sdf", "image", "occupancy"]
+TASKS: tuple[str, ...] = get_args(TaskName)
+
+PresetName = Literal["fast", "balanced", "quality"]
+PRESETS: tuple[str, ...] = get_args(PresetName)
+
+DeviceKind = Literal["cpu", "cuda"]
+"""The devices presets are tuned for (and that a job is resolved for)."""
+DEVICE_KINDS: tuple[str, ...] = get_args(DeviceKind)
+
+MeshFormat = Literal["ply", "obj", "glb", "stl"]
+MESH_FORMATS: tuple[str, ...] = get_args(MeshFormat)
+
+InputKind = Literal["pointcloud", "mesh", "image"]
+INPUT_KINDS: tuple[str, ...] = get_args(InputKind)
+
+POINT_CLOUD_EXTENSIONS = (".xyz", ".ply", ".npz", ".npy")
+MESH_EXTENSIONS = (".obj", ".off", ".stl", ".ply", ".glb")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
+
+INPUT_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "pointcloud": POINT_CLOUD_EXTENSIONS,
+    "mesh": MESH_EXTENSIONS,
+    "image": IMAGE_EXTENSIONS,
+}
+"""File extensions per input kind (`.ply` is a cloud or a mesh, by whether it has faces)."""
+
+TASK_INPUT_KINDS: dict[str, tuple[str, ...]] = {
+    "sdf": ("pointcloud", "mesh"),
+    "image": ("image",),
+    "occupancy": ("mesh",),
+}
+"""What each task accepts: an SDF samples a mesh into a cloud; occupancy needs a closed mesh."""
+
+TASK_OUTPUT_FORMATS: dict[str, tuple[str, ...]] = {
+    "sdf": MESH_FORMATS,
+    "image": ("png",),
+    "occupancy": MESH_FORMATS,
+}
+
+
+def task_extensions(task: str) -> tuple[str, ...]:
+    """Every file extension `task` accepts, sorted."""
+    return tuple(sorted({ext for kind in TASK_INPUT_KINDS[task] for ext in INPUT_EXTENSIONS[kind]}))
+
+
+def default_task_for(path: str | Path) -> str:
+    """The task a file suggests when none is named: images are fitted as images, the rest as SDFs."""
+    return "image" if Path(path).suffix.lower() in IMAGE_EXTENSIONS else "sdf"
+
+
+__all__ = [
+    "TaskName", "TASKS", "PresetName", "PRESETS", "DeviceKind", "DEVICE_KINDS", "MeshFormat", "MESH_FORMATS",
+    "InputKind", "INPUT_KINDS", "POINT_CLOUD_EXTENSIONS", "MESH_EXTENSIONS", "IMAGE_EXTENSIONS",
+    "INPUT_EXTENSIONS", "TASK_INPUT_KINDS", "TASK_OUTPUT_FORMATS", "task_extensions", "default_task_for",
+]
