@@ -116,7 +116,7 @@ class MethodSummary(BaseModel):
 
 
 class MethodDetail(MethodSummary):
-    spec_schema: dict[str, Any] = Field(description="JSON Schema of a job's `method` (a MethodSpec: task, preset, "
+    spec_schema: dict[str, Any] = Field(description="JSON Schema of a job's `spec` (a MethodSpec: task, preset, "
                                         "overrides); `overrides` is a partial MethodConfig.")
     preset_options: dict[DeviceKind, dict[PresetName, dict[str, Any]]] = Field(
         description="What each preset sets, per device: a worker resolves the spec for the device it runs on.")
@@ -164,11 +164,11 @@ class UploadPublic(BaseModel):
 
 
 class JobRequest(BaseModel):
-    """A job without its input: the method, a name, client metadata and a webhook (the `job` part of /jobs/form)."""
+    """A job without its input: the method spec, a name, client metadata and a webhook (the `job` part of /jobs/form)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    method: MethodSpec | None = Field(None, description="Task, preset and overrides (a partial MethodConfig merged "
+    spec: MethodSpec | None = Field(None, description="The method: task, preset and overrides (a partial MethodConfig merged "
                                       "onto the preset); stored as submitted. Default: an SDF with the server's "
                                       "default preset. See GET /v1/methods/{task}.")
     name: str | None = Field(None, max_length=200)
@@ -185,7 +185,7 @@ class JobCreate(JobRequest):
         json_schema_extra={
             "examples": [
                 {"inputs": ["upl_3f9c2d1e8a7b4c6d9e0f1a2b"], "name": "bunny",
-                 "method": {"task": "sdf", "preset": "fast",
+                 "spec": {"task": "sdf", "preset": "fast",
                             "overrides": {"train": {"steps": 1000}, "precondition": {"initial_scale": 0.02},
                                           "extraction": {"formats": ["ply", "obj"]}}}}
             ]
@@ -235,7 +235,7 @@ class JobInput(BaseModel):
 class JobPublic(BaseModel):
     id: str = Field(examples=["job_9b1d0c6e2f3a4b5c8d7e6f01"])
     name: str | None = None
-    method: MethodSpec = Field(description="The method spec exactly as submitted.")
+    spec: MethodSpec = Field(description="The method spec exactly as submitted.")
     status: JobStatusName
     stage: str | None = Field(None, description="load, train, extract, evaluate, write, done")
     progress: JobProgress | None = None

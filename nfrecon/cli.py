@@ -44,7 +44,7 @@ def _overrides_from_args(args: argparse.Namespace, task: str) -> dict:
 
 
 def _spec_from_args(args: argparse.Namespace, src: Path, out: Path):
-    """The MethodSpec the flags describe: --spec (a job's `method`), then --config, then the flags on top."""
+    """The MethodSpec the flags describe: --spec (a job's `spec`), then --config, then the flags on top."""
     from nfcore.presets import merge
     from nfcore.spec import MethodSpec
 
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, help="images: render at this multiple of the input size")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int)
-    p.add_argument("--spec", help="method spec JSON {task, preset, overrides} (e.g. a job's `method`); flags override it")
+    p.add_argument("--spec", help="method spec JSON {task, preset, overrides} (e.g. a job's `spec`); flags override it")
     p.add_argument("--config", help="overrides JSON (a partial MethodConfig) merged onto the spec; flags override it")
     p.add_argument("--gt", help="ground-truth mesh: add Chamfer/F-score/NC/IoU to the metrics")
     p.add_argument("--artifacts", help="keep every artifact (metrics, config, all formats) in this directory")

@@ -34,7 +34,7 @@ def job_public(services: Services, job: Job, *, full: bool = True, queue_positio
         queue_position = services.store.queue_position(job)
     hook = services.webhooks.subscription(job.id) if full else None
     return {
-        "id": job.id, "name": job.name, "method": job.spec, "status": job.status,
+        "id": job.id, "name": job.name, "spec": job.spec, "status": job.status,
         "stage": job.stage, "progress": job.progress, "queue_position": queue_position, "attempt": job.attempt,
         "max_attempts": job.max_attempts, "inputs": job.inputs, "device": job.device,
         "config": job.config if full else None, "error": job.error, "metrics": job.metrics, "retry_of": job.retry_of,
@@ -122,7 +122,7 @@ def _check_queue(services: Services, owner: str) -> None:
 def create_job(services: Services, owner: str, *, spec: MethodSpec | None, upload: Upload, name: str | None,
                metadata: dict, idempotency_key: str | None, fingerprint_extra: dict | None = None,
                retry_of: str | None = None, input_path=None, webhook: str | None = None,
-               webhook_events: list[str] | None = None, spec_loc: tuple = ("body", "method")) -> tuple[Job, bool]:
+               webhook_events: list[str] | None = None, spec_loc: tuple = ("body", "spec")) -> tuple[Job, bool]:
     """Validate, insert, publish. Returns (job, replayed).
 
     Args:
@@ -138,7 +138,7 @@ def create_job(services: Services, owner: str, *, spec: MethodSpec | None, uploa
     elif webhook_events:
         raise ProblemError(422, "invalid_webhook", "webhook_events_filter needs a webhook URL",
                            errors=[{"loc": ["body", "webhook"], "msg": "missing"}])
-    payload = {"method": spec.model_dump(mode="json"), "inputs": [upload.id], "name": name, "metadata": metadata,
+    payload = {"spec": spec.model_dump(mode="json"), "inputs": [upload.id], "name": name, "metadata": metadata,
                **({"webhook": webhook, "webhook_events_filter": webhook_events} if webhook else {}),
                **(fingerprint_extra or {})}
     fingerprint = _fingerprint(payload)

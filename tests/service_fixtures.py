@@ -156,13 +156,13 @@ def upload(client, path, *, filename=None, headers=None):
                            headers=headers or {})
 
 
-def sdf_method(overrides=None, preset="fast") -> dict:
-    """A job's `method` (a MethodSpec as JSON): a tiny SDF unless `overrides` say otherwise."""
+def sdf_spec(overrides=None, preset="fast") -> dict:
+    """A job's `spec` (a MethodSpec as JSON): a tiny SDF unless `overrides` say otherwise."""
     return {"task": "sdf", "preset": preset, "overrides": TINY_OPTIONS if overrides is None else overrides}
 
 
 def create_sdf_job(client, upload_id, *, overrides=None, headers=None, **extra):
-    body = {"method": sdf_method(overrides), "inputs": [upload_id], **extra}
+    body = {"spec": sdf_spec(overrides), "inputs": [upload_id], **extra}
     return client.post("/v1/jobs", json=body, headers=headers or {})
 
 

@@ -58,7 +58,7 @@ def create_job(
         raise ProblemError(404, "upload_not_found", f"no upload with id {body.inputs[0]!r}",
                            errors=[{"loc": ["body", "inputs", 0], "msg": "unknown upload"}])
     job, replayed = svc.create_job(
-        services, owner, spec=body.method, upload=upload, name=body.name, metadata=body.metadata,
+        services, owner, spec=body.spec, upload=upload, name=body.name, metadata=body.metadata,
         idempotency_key=idempotency_key, webhook=body.webhook, webhook_events=body.webhook_events_filter,
     )
     _created(response, job, replayed)
@@ -73,8 +73,8 @@ async def create_job_form(
     services: ServicesDep,
     owner: OwnerDep,
     file: Annotated[UploadFile, File(description="The input file (small inputs; use /v1/uploads for large ones).")],
-    job: Annotated[str, Form(description="JSON: a job request without `inputs` (method, name, metadata, webhook).",
-                             examples=['{"method": {"task": "sdf", "preset": "fast"}}'])] = "{}",
+    job: Annotated[str, Form(description="JSON: a job request without `inputs` (spec, name, metadata, webhook).",
+                             examples=['{"spec": {"task": "sdf", "preset": "fast"}}'])] = "{}",
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> dict:
     try:
@@ -86,9 +86,9 @@ async def create_job_form(
     upload = await uploads.upload_from_form_file(services, owner, file, content_type=file.content_type)
     try:
         created, replayed = await anyio.to_thread.run_sync(lambda: svc.create_job(
-            services, owner, spec=parsed.method, upload=upload, name=parsed.name, metadata=parsed.metadata,
+            services, owner, spec=parsed.spec, upload=upload, name=parsed.name, metadata=parsed.metadata,
             idempotency_key=idempotency_key, fingerprint_extra={"inputs": [upload.sha256]}, webhook=parsed.webhook,
-            webhook_events=parsed.webhook_events_filter, spec_loc=("body", "job", "method")))
+            webhook_events=parsed.webhook_events_filter, spec_loc=("body", "job", "spec")))
     except BaseException:
         uploads.delete_upload(services, owner, upload.id)
         raise

@@ -7,7 +7,7 @@ import json
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.service_fixtures import TINY_OPTIONS, create_sdf_job, sdf_method, upload
+from tests.service_fixtures import TINY_OPTIONS, create_sdf_job, sdf_spec, upload
 
 
 def test_create_job_is_201_with_location_and_queue_position(client, sphere_file):
@@ -18,7 +18,7 @@ def test_create_job_is_201_with_location_and_queue_position(client, sphere_file)
     assert r.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] == "queued" and job["queue_position"] == 1 and job["attempt"] == 0
     # The spec is stored as submitted; the config is resolved by the worker, for its device.
-    assert job["method"] == {"task": "sdf", "preset": "fast", "overrides": TINY_OPTIONS}
+    assert job["spec"] == {"task": "sdf", "preset": "fast", "overrides": TINY_OPTIONS}
     assert job["config"] is None and job["device"] is None
     assert job["inputs"][0]["upload_id"] == uid and job["inputs"][0]["has_normals"] is True
     assert job["metadata"] == {"k": 1} and job["name"] == "ball"
@@ -33,14 +33,14 @@ def test_invalid_overrides_are_422_naming_the_field(client, sphere_file):
     body = r.json()
     assert body["code"] == "invalid_options"
     locs = [e["loc"] for e in body["errors"]]
-    assert ["body", "method", "overrides", "train", "steps"] in locs
+    assert ["body", "spec", "overrides", "train", "steps"] in locs
     assert any(loc[-1] == "n_levelz" for loc in locs)
     r = create_sdf_job(client, uid, overrides={"precondition": {"start": 0.5, "end": 0.1}})
     assert r.status_code == 422 and "precondition" in json.dumps(r.json()["errors"])
-    r = client.post("/v1/jobs", json={"method": {"task": "nerf"}, "inputs": [uid]})
+    r = client.post("/v1/jobs", json={"spec": {"task": "nerf"}, "inputs": [uid]})
     assert r.status_code == 422 and r.json()["code"] == "invalid_request"
-    assert r.json()["errors"][0]["loc"] == ["body", "method", "task"]
-    r = client.post("/v1/jobs", json={"method": {"task": "sdf", "overrides": {"task": "image"}}, "inputs": [uid]})
+    assert r.json()["errors"][0]["loc"] == ["body", "spec", "task"]
+    r = client.post("/v1/jobs", json={"spec": {"task": "sdf", "overrides": {"task": "image"}}, "inputs": [uid]})
     assert r.status_code == 422 and "contradicts" in r.json()["detail"]
 
 
@@ -61,14 +61,14 @@ def test_an_override_bad_on_one_device_only_fails_at_submit(client, sphere_file)
     # A job that asks for the CPU is only validated (and queued) for the CPU, where it is fine.
     r = create_sdf_job(client, uid, overrides={**TINY_OPTIONS, **finest, "device": "cpu"})
     assert r.status_code == 201, r.text
-    assert r.json()["method"]["overrides"]["device"] == "cpu"
+    assert r.json()["spec"]["overrides"]["device"] == "cpu"
 
 
 def test_input_must_suit_the_task(client, sphere_file):
     uid = upload(client, sphere_file).json()["id"]
-    r = client.post("/v1/jobs", json={"method": {"task": "image", "preset": "fast"}, "inputs": [uid]})
+    r = client.post("/v1/jobs", json={"spec": {"task": "image", "preset": "fast"}, "inputs": [uid]})
     assert r.status_code == 422 and r.json()["code"] == "invalid_input" and "image" in r.json()["detail"]
-    r = client.post("/v1/jobs", json={"method": sdf_method(), "inputs": ["upl_nope"]})
+    r = client.post("/v1/jobs", json={"spec": sdf_spec(), "inputs": ["upl_nope"]})
     assert r.status_code == 404 and r.json()["code"] == "upload_not_found"
 
 
@@ -76,9 +76,9 @@ def test_the_server_default_preset_is_stored_in_the_spec(make_settings, sphere_f
     with TestClient(create_app(make_settings(default_preset="quality"))) as c:
         uid = upload(c, sphere_file).json()["id"]
         job = c.post("/v1/jobs", json={"inputs": [uid]}).json()
-        assert job["method"] == {"task": "sdf", "preset": "quality", "overrides": {}}
-        job = c.post("/v1/jobs", json={"inputs": [uid], "method": {"preset": "fast"}}).json()
-        assert job["method"]["preset"] == "fast"
+        assert job["spec"] == {"task": "sdf", "preset": "quality", "overrides": {}}
+        job = c.post("/v1/jobs", json={"inputs": [uid], "spec": {"preset": "fast"}}).json()
+        assert job["spec"]["preset"] == "fast"
 
 
 def test_queue_full_is_429_with_retry_after(make_settings, sphere_file):
@@ -103,19 +103,19 @@ def test_idempotency_key_replays_and_rejects_other_bodies(client, sphere_file):
 
 
 def test_one_shot_multipart_form(client, sphere_file):
-    job = json.dumps({"method": {"task": "sdf", "preset": "fast", "overrides": {"train": {"steps": 30}}}})
+    job = json.dumps({"spec": {"task": "sdf", "preset": "fast", "overrides": {"train": {"steps": 30}}}})
     with open(sphere_file, "rb") as f:
         r = client.post("/v1/jobs/form", data={"job": job}, files={"file": ("ball.xyz", f, "text/plain")})
     assert r.status_code == 201, r.text
-    assert r.json()["inputs"][0]["filename"] == "ball.xyz" and r.json()["method"]["overrides"]["train"]["steps"] == 30
+    assert r.json()["inputs"][0]["filename"] == "ball.xyz" and r.json()["spec"]["overrides"]["train"]["steps"] == 30
     with open(sphere_file, "rb") as f:
-        r = client.post("/v1/jobs/form", data={"job": '{"method": {"task": "sdf"}, "bogus": 1}'},
+        r = client.post("/v1/jobs/form", data={"job": '{"spec": {"task": "sdf"}, "bogus": 1}'},
                         files={"file": ("b.xyz", f)})
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "job", "bogus"]
     with open(sphere_file, "rb") as f:
-        r = client.post("/v1/jobs/form", data={"job": '{"method": {"overrides": {"train": {"steps": 0}}}}'},
+        r = client.post("/v1/jobs/form", data={"job": '{"spec": {"overrides": {"train": {"steps": 0}}}}'},
                         files={"file": ("b.xyz", f)})
-    assert r.status_code == 422 and ["body", "job", "method", "overrides", "train", "steps"] in [
+    assert r.status_code == 422 and ["body", "job", "spec", "overrides", "train", "steps"] in [
         e["loc"] for e in r.json()["errors"]]
     with open(sphere_file, "rb") as f:
         r = client.post("/v1/jobs/form", files={"file": ("b.dxf", f)})
@@ -171,12 +171,12 @@ def test_cancel_queued_then_retry_then_delete(client, sphere_file, make_settings
     r = client.post(f"/v1/jobs/{jid}/retry")
     assert r.status_code == 201, r.text
     same = r.json()
-    assert same["retry_of"] == jid and same["method"] == client.get(f"/v1/jobs/{jid}").json()["method"]
+    assert same["retry_of"] == jid and same["spec"] == client.get(f"/v1/jobs/{jid}").json()["spec"]
     client.post(f"/v1/jobs/{same['id']}/cancel")
     r = client.post(f"/v1/jobs/{jid}/retry", json={"overrides": {"train": {"steps": 40}}})
     assert r.status_code == 201, r.text
     new = r.json()
-    assert new["retry_of"] == jid and new["status"] == "queued" and new["method"]["overrides"] == {"train": {"steps": 40}}
+    assert new["retry_of"] == jid and new["status"] == "queued" and new["spec"]["overrides"] == {"train": {"steps": 40}}
     assert client.post(f"/v1/jobs/{jid}/retry", json={"overrides": {"train": {"steps": -1}}}).status_code == 422
     assert client.post(f"/v1/jobs/{new['id']}/retry").status_code == 409  # still queued
     assert client.delete(f"/v1/jobs/{jid}").status_code == 204

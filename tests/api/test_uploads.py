@@ -108,9 +108,9 @@ def test_api_keys_isolate_owners(make_settings, sphere_file):
         uid = upload(c, sphere_file, headers=a).json()["id"]
         assert c.get(f"/v1/uploads/{uid}", headers=a).status_code == 200
         assert c.get(f"/v1/uploads/{uid}", headers=b).status_code == 404
-        r = c.post("/v1/jobs", json={"inputs": [uid], "method": {"preset": "fast"}}, headers=b)
+        r = c.post("/v1/jobs", json={"inputs": [uid], "spec": {"preset": "fast"}}, headers=b)
         assert r.status_code == 404 and r.json()["code"] == "upload_not_found"
-        job = c.post("/v1/jobs", json={"inputs": [uid], "method": {"preset": "fast"}}, headers=a)
+        job = c.post("/v1/jobs", json={"inputs": [uid], "spec": {"preset": "fast"}}, headers=a)
         assert job.status_code == 201
         jid = job.json()["id"]
         assert c.get(f"/v1/jobs/{jid}", headers=b).status_code == 404

@@ -76,7 +76,7 @@ def test_serve_runs_one_job_end_to_end_without_redis_server(tmp_path):
         with httpx.Client(base_url=base, timeout=30) as c, Receiver() as rx:
             up = c.post("/uploads", params={"filename": "ball.xyz"}, content=cloud.read_bytes())
             assert up.status_code == 201, up.text
-            r = c.post("/jobs", json={"method": {"task": "sdf", "preset": "fast", "overrides": TINY_OPTIONS},
+            r = c.post("/jobs", json={"spec": {"task": "sdf", "preset": "fast", "overrides": TINY_OPTIONS},
                                       "inputs": [up.json()["id"]], "webhook": rx.url,
                                       "webhook_events_filter": ["start", "completed"]})
             assert r.status_code == 201, r.text

@@ -158,7 +158,7 @@ def test_image_job_end_to_end(api, redis_settings, tmp_path):
     try:
         up = upload(api, src).json()
         assert up["kind"] == "image" and up["validation"]["width"] == 32
-        body = {"inputs": [up["id"]], "method": {"task": "image", "preset": "fast",
+        body = {"inputs": [up["id"]], "spec": {"task": "image", "preset": "fast",
                 "overrides": {"train": {"steps": 150}, "image": {"output_scale": 2.0}}}}
         r = api.post("/v1/jobs", json=body)
         assert r.status_code == 201, r.text

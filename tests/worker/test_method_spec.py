@@ -61,11 +61,11 @@ def test_retry_runs_the_identical_spec_and_config(tmp_path, sphere_file):  # noq
     try:
         with TestClient(create_app(settings)) as api:
             uid = upload(api, sphere_file).json()["id"]
-            r = api.post("/v1/jobs", json={"inputs": [uid], "method": FULL_SPEC})
+            r = api.post("/v1/jobs", json={"inputs": [uid], "spec": FULL_SPEC})
             assert r.status_code == 201, r.text
             first = _finish(api, r.json()["id"])
             assert first["status"] == "succeeded", first["error"]
-            assert first["method"] == FULL_SPEC and first["device"] == "cpu"
+            assert first["spec"] == FULL_SPEC and first["device"] == "cpu"
             config = first["config"]
             assert config["precondition"]["initial_scale"] == 0.05 and config["extraction"]["formats"] == ["obj", "ply"]
             assert config["train"]["batch_size"] == 256 and config["device"] == "cpu"
@@ -80,7 +80,7 @@ def test_retry_runs_the_identical_spec_and_config(tmp_path, sphere_file):  # noq
             second = _finish(api, r.json()["id"])
             assert second["status"] == "succeeded", second["error"]
             assert second["retry_of"] == first["id"]
-            assert second["method"] == first["method"] and second["config"] == first["config"]
+            assert second["spec"] == first["spec"] and second["config"] == first["config"]
             assert second["device"] == first["device"]
     finally:
         worker.stop()
@@ -98,7 +98,7 @@ def test_the_worker_resolves_the_spec_for_its_own_device(tmp_path, sphere_file, 
         with TestClient(create_app(settings)) as api:
             uid = upload(api, sphere_file).json()["id"]
             spec = {"task": "sdf", "preset": "fast", "overrides": {"train": {"steps": 20}, "extraction": {"resolution": 32}}}
-            r = api.post("/v1/jobs", json={"inputs": [uid], "method": spec})
+            r = api.post("/v1/jobs", json={"inputs": [uid], "spec": spec})
             assert r.status_code == 201, r.text
             job = _finish(api, r.json()["id"])
             preset = preset_overrides("sdf", "fast", device)
@@ -106,7 +106,7 @@ def test_the_worker_resolves_the_spec_for_its_own_device(tmp_path, sphere_file, 
             assert job["config"]["train"]["batch_size"] == preset["train"]["batch_size"]
             assert job["config"]["encoding"]["n_levels"] == preset["encoding"]["n_levels"]
             assert job["config"]["train"]["steps"] == 20  # the user's override still wins
-            assert job["method"] == spec
+            assert job["spec"] == spec
             if device == "cpu":
                 assert job["status"] == "succeeded", job["error"]
     finally:
