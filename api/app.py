@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
 
-from api.errors import ProblemError, install_error_handlers, problem_response
+from api.errors import CatchAllMiddleware, ProblemError, document_problems, install_error_handlers, problem_response
 from api.routes import artifacts, jobs, methods, system, uploads, webhooks
 from api.schemas import JobPublic, WebhookEvent
+from api.services.validation import close_inspectors
 from service import jobs as job_service
 from service.context import Services
 from service.queue import JobQueue
@@ -34,10 +36,15 @@ TAGS = [
 
 
 class BodyLimitMiddleware:
-    """Reject bodies over the route's limit: at once from Content-Length, else while they stream.
+    """Reject bodies over the route's limit: at once from Content-Length, else while they stream; and
+    bodies that stall or trickle (408): no piece for `body_timeout_s`, or an average rate under
+    `min_body_rate_bytes_s` after `body_rate_grace_s`. Uvicorn has no body read timeout of its own,
+    so without this a client holds a connection and a worker thread as long as it likes.
 
     Starlette parses a whole multipart body before the handler runs, so a check inside the handler
-    would come after the bytes were spooled to disk (service.md §5.1).
+    would come after the bytes were spooled to disk (service.md §5.1). Answers given before the
+    body was read say `Connection: close`: the rest of the body is never read, so the connection
+    cannot carry another request.
     """
 
     def __init__(self, app, settings: Settings):
@@ -55,24 +62,48 @@ class BodyLimitMiddleware:
         return 1 << 20 if path.startswith("/v1/") else None  # JSON bodies are small
 
     async def __call__(self, scope, receive, send):
-        limit = self._limit(scope)
-        if limit is None:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self._limit(scope)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            resp = problem_response(None, 413, "too_large", f"request body of {int(length)} bytes exceeds the limit "
-                                    f"of {limit} bytes")
+        if length is not None and not length.isdigit():
+            resp = problem_response(None, 400, "bad_content_length", "Content-Length must be a non-negative integer",
+                                    headers={"Connection": "close"})
             return await resp(scope, receive, send)
-        seen = 0
+        if limit is not None and length is not None and int(length) > limit:
+            resp = problem_response(None, 413, "too_large", f"request body of {int(length)} bytes exceeds the limit "
+                                    f"of {limit} bytes", headers={"Connection": "close"})
+            return await resp(scope, receive, send)
+        s = self.settings
+        seen, done, start = 0, False, time.monotonic()
 
         async def limited():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise ProblemError(413, "too_large", f"request body exceeds the limit of {limit} bytes")
+            nonlocal seen, done
+            if done:
+                # After the body: a streaming response waits here for the disconnect, unlimited.
+                return await receive()
+            try:
+                with anyio.fail_after(s.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise ProblemError(408, "body_timeout", f"no request body data arrived for {s.body_timeout_s:g} s "
+                                   f"({seen} bytes received); send the body without pauses",
+                                   headers={"Connection": "close"}) from None
+            if message["type"] != "http.request":
+                done = True
+                return message
+            seen += len(message.get("body", b""))
+            done = not message.get("more_body", False)
+            if limit is not None and seen > limit:
+                raise ProblemError(413, "too_large", f"request body exceeds the limit of {limit} bytes",
+                                   headers={"Connection": "close"})
+            elapsed = time.monotonic() - start
+            if (not done and s.min_body_rate_bytes_s and elapsed > s.body_rate_grace_s
+                    and seen < s.min_body_rate_bytes_s * elapsed):
+                raise ProblemError(408, "body_too_slow", f"request body arrives at {seen / elapsed:.0f} bytes/s, "
+                                   f"under the minimum of {s.min_body_rate_bytes_s} bytes/s",
+                                   headers={"Connection": "close"})
             return message
 
         return await self.app(scope, limited, send)
@@ -129,6 +160,7 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             dispatcher.close()
+            close_inspectors()  # the upload validators' fork servers
             if queue is None:
                 q.close()
             store.engine.dispose()
@@ -148,9 +180,13 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
         redoc_url=None,
     )
     install_error_handlers(app)
+    document_problems(app)
     from api.docs_assets import install_offline_docs
 
     install_offline_docs(app)
+    from api.web import mount_web_page
+
+    mount_web_page(app)  # the web page at /ui (and / redirects there): static files calling /v1
     for r in (system, methods, uploads, jobs, artifacts, webhooks):
         app.include_router(r.router, prefix="/v1")
 
@@ -163,4 +199,7 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
         backoff up to 5 attempts, 410 Gone stops. Webhooks are hints: GET /v1/jobs/{id} is the source of truth."""
 
     app.add_middleware(BodyLimitMiddleware, settings=settings)
+    # Outermost (added last): an unexpected exception becomes a 500 problem here, inside Starlette's
+    # ServerErrorMiddleware, which would answer and then re-raise, making uvicorn drop the connection.
+    app.add_middleware(CatchAllMiddleware)
     return app

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from nfcore.spec import MethodSpec
-from nfcore.vocab import DeviceKind, InputKind, PresetName, TaskName
+from nfcore.vocab import DeviceKind, InputKind, MethodName, PresetName, TaskName
 
 JobStatusName = Literal["queued", "running", "canceling", "succeeded", "failed", "canceled"]
 WebhookEventName = Literal["start", "completed"]
@@ -111,6 +111,8 @@ class MethodSummary(BaseModel):
     requires_normals: bool
     output_formats: list[str]
     presets: list[PresetName]
+    methods: list[MethodName] = Field(description="How this task can be fitted (a spec's `method`): `neural` trains a "
+                                      "neural field, `kernel` is the training-free kernel solve (sdf only).")
     available: bool
     links: dict[str, str]
 
@@ -120,6 +122,8 @@ class MethodDetail(MethodSummary):
                                         "overrides); `overrides` is a partial MethodConfig.")
     preset_options: dict[DeviceKind, dict[PresetName, dict[str, Any]]] = Field(
         description="What each preset sets, per device: a worker resolves the spec for the device it runs on.")
+    method_preset_options: dict[MethodName, dict[DeviceKind, dict[PresetName, dict[str, Any]]]] = Field(
+        description="`preset_options` for each of the task's methods (`neural` equals `preset_options`).")
 
 
 class MethodList(BaseModel):

@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from nfcore.vocab import MeshFormat, TaskName
+from nfcore.vocab import TASK_METHODS, MeshFormat, MethodName, TaskName
 
 
 class _Model(BaseModel):
@@ -358,6 +358,117 @@ class ExtractionConfig(_Model):
 
 
 # --------------------------------------------------------------------------------------------
+# The kernel method (training-free, nfcore.kernel)
+
+
+class KernelConfig(_Model):
+    """Training-free gradient fitting with compactly supported kernels on a sparse voxel grid (`method: kernel`).
+
+    Lengths are in voxels of the finest level unless stated; the voxel size follows the cloud's point
+    spacing (nfcore.analysis) unless `depth` is set.
+    """
+
+    depth: int | None = Field(None, ge=4, le=12)
+    """Finest level: 2^depth voxels across the cube [-1, 1]; None = from the point spacing."""
+    voxel_per_spacing: float = Field(1.2, gt=0, le=8)
+    """With depth None: the finest voxel is about this many point spacings (rounded to a power of two)."""
+    min_depth: int = Field(5, ge=3, le=12)
+    max_depth: int = Field(10, ge=4, le=12)
+    """Bounds on the depth chosen from the spacing (memory grows about 4x per level)."""
+    levels: int = Field(2, ge=1, le=6)
+    """Levels of the coarse-to-fine cascade; each level's solve starts from the coarser level's solution."""
+    band: int | None = Field(None, ge=1, le=8)
+    """Voxels kept around the data at each level; None = 2, or 1 where the point spacing is at most half
+    a voxel. 1 leaves holes where random samples are more than about two voxels apart (a torus from 8k
+    points came out with Euler number -105, 2 closed it); in a dense cloud no such gaps exist, and one
+    layer less is about 40% fewer unknowns."""
+    value_weight: float = Field(1.0, ge=0)
+    """Weight of f(p) = 0 at the points, divided by 1 + (noise / voxel)^2: noisy positions pull less."""
+    gradient_weight: float = Field(1.0, gt=0)
+    """Weight of grad f(p) = n at the points."""
+    smoothness: float = Field(0.05, gt=0)
+    """Weight of the thin-plate (second difference) term per node."""
+    noise_smoothing: float = Field(1.0, ge=0)
+    """The smoothness weight is multiplied by 1 + noise_smoothing (noise / voxel)^2."""
+    backend: Literal["auto", "torch", "scipy"] = "auto"
+    """Sparse products of the conjugate gradients: torch CSR (CPU or CUDA) or scipy.sparse (CPU, faster
+    there); auto = scipy on CPU, torch on CUDA."""
+    cpu_threads: int | None = Field(1, ge=1, le=256)
+    """torch intra-op threads while the kernel method runs on a CPU (restored after); None leaves them.
+    Its vectors are small and memory-bound: on 2 busy cores OpenMP's second thread made the sparse
+    bunny 10x slower (16 s against 1.5 s, measured), never faster."""
+    tolerance: float = Field(1e-4, gt=0, lt=1)
+    """Relative residual of the normal equations at which conjugate gradients stop."""
+    max_iterations: int = Field(2000, ge=1, le=100_000)
+    """Conjugate-gradient iterations per level; a finest level not converged by then is an error."""
+    upsample: int = Field(1, ge=1, le=4)
+    """Marching-cubes samples per voxel edge."""
+    block: int = Field(16, ge=4, le=128)
+    """Voxels per block edge of the sparse extraction."""
+    trim_distance: float | None = Field(2.0, gt=0)
+    """Faces farther than this many point spacings (plus twice the noise) from every point are removed;
+    None keeps everything the grid holds."""
+
+    @model_validator(mode="after")
+    def _depths_ordered(self) -> KernelConfig:
+        if self.max_depth < self.min_depth:
+            raise ValueError(f"kernel.max_depth ({self.max_depth}) must be >= kernel.min_depth ({self.min_depth})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# A meta-learned prior (nfcore.meta)
+
+
+class PriorConfig(_Model):
+    """Start from a meta-learned prior (MetaSDF): its weights, then `inner_steps` plain SGD steps with its
+    learned per-parameter learning rates, then the usual training loop (sdf task, neural method).
+
+    The prior's field (encoding and network) replaces the configured one: its weights fit no other.
+    """
+
+    path: str = Field(min_length=1)
+    """The prior file (`nfrecon meta-train`, a safetensors file validated on load)."""
+    inner_steps: int | None = Field(None, ge=0, le=1000)
+    """SGD steps with the learned learning rates; None = the count the prior was meta-trained for."""
+
+
+# --------------------------------------------------------------------------------------------
+# Warm start of the neural fit (nfcore.warmstart)
+
+
+class InitConfig(_Model):
+    """How the neural field starts (sdf task, neural method): its own initialisation, or distilled from the kernel solve.
+
+    `kind: kernel` solves the kernel method (`kernel` section) on the same normalised points, then
+    regresses the field (L1) on the kernel function's values at samples near the points and in the
+    volume for `distill_steps` first-order steps (no gradient-of-gradient: each is a fraction of a
+    training step's cost), then the usual training runs. Outside the kernel grid's voxels, where the
+    kernel function is not defined, the target is the signed distance to the nearest point (signed
+    by its normal).
+    """
+
+    kind: Literal["default", "kernel"] = "default"
+    """`default`: the field's own initialisation (the geometric sphere for an MLP); `kernel`: the warm start."""
+    distill_steps: int = Field(300, ge=1, le=100_000)
+    """Regression steps on the kernel function's values."""
+    batch_size: int = Field(8192, ge=16, le=10_000_000)
+    """Samples per regression step."""
+    near_fraction: float = Field(0.75, ge=0, le=1)
+    """Fraction of samples near the points (point + Gaussian of `near_sigma` kernel voxels); the rest are uniform in the cube."""
+    near_sigma: float = Field(1.0, gt=0, le=8)
+    """Standard deviation of the near samples around the points, in kernel voxels."""
+    gradient_weight: float = Field(0.0, ge=0)
+    """Weight of an L1 term on the gradient against the kernel's at near samples (needs a second backward: slower)."""
+    lr: float = Field(1e-3, gt=0, le=10)
+    """Adam learning rate of the network during the regression."""
+    grid_lr: float = Field(1e-2, gt=0, le=10)
+    """Adam learning rate of grid tables during the regression."""
+    pool_size: int = Field(262_144, ge=1024, le=50_000_000)
+    """Samples drawn (with their targets) once before the regression; batches are drawn from them."""
+
+
+# --------------------------------------------------------------------------------------------
 # The method
 
 
@@ -365,6 +476,8 @@ class MethodConfig(_Model):
     """A whole method: what to fit, with which field, how to train it and how to extract it."""
 
     task: TaskName = "sdf"
+    method: MethodName = "neural"
+    """`neural`: train a neural field; `kernel`: the training-free kernel solve (sdf only; see `kernel`)."""
     encoding: EncodingConfig = Field(default_factory=HashGridEncodingConfig)
     network: NetworkConfig = Field(default_factory=MLPNetworkConfig)
     precondition: PreconditionConfig = Field(default_factory=PreconditionConfig)
@@ -376,7 +489,38 @@ class MethodConfig(_Model):
     occupancy: OccupancyTaskConfig = Field(default_factory=OccupancyTaskConfig)
     input: InputConfig = Field(default_factory=InputConfig)
     extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
+    kernel: KernelConfig = Field(default_factory=KernelConfig)
+    prior: PriorConfig | None = None
+    """A meta-learned prior to start from (sdf task, neural method only); None = train from scratch."""
+    init: InitConfig = Field(default_factory=InitConfig)
+    """How the neural field starts; `kind: kernel` distils the kernel solve first (sdf task, neural method;
+    a prior, when given, takes precedence)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _prior_for_neural_sdf(self) -> MethodConfig:
+        if self.prior is not None and (self.task != "sdf" or self.method != "neural"):
+            raise ValueError(f"prior is for the sdf task with the neural method, not task {self.task!r} "
+                             f"with method {self.method!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _kernel_init_for_neural_sdf(self) -> MethodConfig:
+        # The kernel method itself ignores `init` (it trains nothing), and a prior's weights take
+        # precedence over it (nfcore.fit), so a preset may set it for sdf; it must not reach a task
+        # that has no kernel solve.
+        if self.init.kind == "kernel" and self.task != "sdf":
+            raise ValueError(f"init.kind 'kernel' is for the sdf task, not {self.task!r}")
+        return self
+
+    @field_validator("method")
+    @classmethod
+    def _method_of_task(cls, method: str, info: ValidationInfo) -> str:
+        task = info.data.get("task")
+        if task is not None and method not in TASK_METHODS[task]:
+            raise ValueError(f"method {method!r} is not available for task {task!r}; "
+                             f"choose one of {', '.join(TASK_METHODS[task])}")
+        return method
 
     def precondition_enabled(self) -> bool:
         """Whether stochastic preconditioning is on, resolving the per-encoding default."""

@@ -2,6 +2,7 @@
 
 Every task goes through the same stages, each a slice of the overall progress fraction:
 load 0-0.05, train 0.05-0.85, extract 0.85-0.95, evaluate 0.95-0.98, write 0.98-1.0.
+The kernel method (`config.method == "kernel"`, sdf only) runs a "solve" phase in place of "train".
 The task (nfcore.tasks) says what each stage means for its kind of input; this module runs
 them, adds the metrics every task shares and writes metrics.json and config.json.
 """
@@ -29,6 +30,7 @@ from nfcore.train import train
 PHASE_SPANS: dict[str, tuple[float, float]] = {
     "load": (0.0, 0.05),
     "train": (0.05, 0.85),
+    "solve": (0.05, 0.85),  # the kernel method's training-free solve, in place of "train"
     "extract": (0.85, 0.95),
     "evaluate": (0.95, 0.98),
     "write": (0.98, 1.0),
@@ -77,6 +79,11 @@ class _Phases:
         self.seconds[phase] = time.perf_counter() - t0
 
 
+def _resuming(checkpoint_path: str | Path | None) -> bool:
+    """Whether training will resume from a checkpoint (whose weights replace any warm start)."""
+    return checkpoint_path is not None and Path(checkpoint_path).exists()
+
+
 def fit(
     input_path: str | Path,
     config: MethodConfig,
@@ -103,7 +110,13 @@ def fit(
     path = Path(input_path)
     if not path.is_file():
         raise InputError(f"input file not found: {path}")
-    task_cls = task_type(config.task)
+    kernel = config.method == "kernel"
+    if kernel:
+        from nfcore.kernel.task import KernelSDFTask  # the one task with a kernel method (config validates it)
+
+        task_cls = KernelSDFTask
+    else:
+        task_cls = task_type(config.task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device if device is not None else config.device)
@@ -112,9 +125,16 @@ def fit(
     seed = config.train.seed
     gt = Path(gt_path) if gt_path is not None else None
 
+    prior = prior_info = init_info = None
+    if config.prior is not None and not kernel:  # a meta-learned prior brings its own field (nfcore.meta)
+        from nfcore.meta.adapt import config_with_prior
+
+        config, prior = config_with_prior(config)
+
     with phases.run("load", f"reading {path.name}") as progress:
         task = task_cls.load(path, config, device, progress)
-        field = task.build_field(config, device, torch.Generator().manual_seed(seed))
+        built = kernel or prior is not None  # neither trains a freshly initialised field
+        field = None if built else task.build_field(config, device, torch.Generator().manual_seed(seed))
 
     hook_seconds = 0.0
 
@@ -124,18 +144,44 @@ def fit(
         task.on_step(step, field)
         hook_seconds += time.perf_counter() - t0
 
-    with phases.run("train", "training", step=0, total_steps=config.train.steps):
-        training = train(
-            field,
-            task,
-            config,
-            device=device,
-            generator=torch.Generator(device=device).manual_seed(seed),
-            reporter=reporter,
-            checkpoint_path=checkpoint_path,
-            phase_span=PHASE_SPANS["train"],
-            on_step=on_step,
-        )
+    if kernel:
+        with phases.run("solve", "solving the kernel system") as progress:
+            field = task.solve(config, progress)
+        training = None
+    else:
+        with phases.run("train", "training", step=0, total_steps=config.train.steps):
+            train_generator = torch.Generator(device=device).manual_seed(seed)
+            train_span = PHASE_SPANS["train"]
+            if prior is not None:  # the prior's learned inner steps first, then the usual loop
+                from nfcore.meta.adapt import start_from_prior
+
+                field, prior_info = start_from_prior(prior, task, config, device, train_generator)
+            elif config.init.kind == "kernel" and not _resuming(checkpoint_path):
+                # The kernel solve distilled into the field (nfcore.warmstart), in the first tenth of
+                # the train span; its own generator leaves the training batches as without it.
+                from nfcore.warmstart import warm_start
+
+                lo, hi = train_span
+                mid = lo + 0.1 * (hi - lo)
+                warm = warm_start(
+                    field, task.points, task.normals, config,
+                    generator=torch.Generator(device=device).manual_seed(seed + 1),
+                    progress=lambda fraction, message=None: reporter.report(
+                        "train", lo + (mid - lo) * fraction, force=message is not None, message=message or ""),
+                )
+                init_info = warm.stats()
+                train_span = (mid, hi)
+            training = train(
+                field,
+                task,
+                config,
+                device=device,
+                generator=train_generator,
+                reporter=reporter,
+                checkpoint_path=checkpoint_path,
+                phase_span=train_span,
+                on_step=on_step,
+            )
 
     with phases.run("extract", "extracting") as progress:
         products = task.extract(field, config, progress)
@@ -151,19 +197,29 @@ def fit(
             (out_dir / "normalization.json").write_text(json.dumps(task.similarity.to_dict(), indent=2))
             artifacts["normalization.json"] = out_dir / "normalization.json"
 
+    if training is None:  # the kernel method: no training, no network (its solve figures are under "kernel")
+        common: dict = {"method": "kernel", "steps": 0, "solve_seconds": phases.seconds["solve"]}
+    else:
+        common = {
+            "method": "neural",
+            "steps": training.steps,
+            "resumed_from": training.resumed_from,
+            "train_seconds": max(0.0, training.seconds - hook_seconds),  # the on_step bookkeeping is not training
+            "samples_per_second": training.samples_per_second,
+            "final_loss": training.final_loss,
+            "encoding": config.encoding.type,
+            "network": config.network.type,
+            "optimizer": config.optimizer.type,
+            "precondition": config.precondition_enabled(),
+            **({"prior": prior_info} if prior_info is not None else {}),
+            # The warm start's solve and distillation (their seconds are in timings["train"], not in train_seconds).
+            "init": init_info if init_info is not None else {"kind": "default"},
+        }
     metrics = {
         "task": task.name,
         **task_metrics,
-        "steps": training.steps,
-        "resumed_from": training.resumed_from,
-        "train_seconds": max(0.0, training.seconds - hook_seconds),  # the on_step bookkeeping is not training
-        "samples_per_second": training.samples_per_second,
-        "final_loss": training.final_loss,
+        **common,
         "device": str(device),
-        "encoding": config.encoding.type,
-        "network": config.network.type,
-        "optimizer": config.optimizer.type,
-        "precondition": config.precondition_enabled(),
         "timings": phases.seconds,
         "seconds": reporter.elapsed(),
     }
@@ -171,4 +227,5 @@ def fit(
     artifacts["metrics.json"] = out_dir / "metrics.json"
     reporter.report("write", 1.0, force=True, message="done")
     mesh = products if isinstance(products, trimesh.Trimesh) else None
-    return FitResult(artifacts=artifacts, metrics=metrics, config=config, seconds=reporter.elapsed(), steps=training.steps, mesh=mesh)
+    steps = training.steps if training is not None else 0
+    return FitResult(artifacts=artifacts, metrics=metrics, config=config, seconds=reporter.elapsed(), steps=steps, mesh=mesh)

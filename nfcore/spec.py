@@ -6,6 +6,7 @@ device it runs on, because presets differ per device (a GPU trains with far bigg
 retry re-submits the stored spec, so it runs the same method again wherever it lands.
 
     spec = MethodSpec(task="sdf", preset="fast", overrides={"train": {"steps": 500}})
+    spec = MethodSpec(task="sdf", method="kernel")      # the training-free kernel solve
     config = resolve(spec, "cpu")        # MethodConfig; raises pydantic.ValidationError naming a bad field
 """
 
@@ -14,11 +15,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer, model_validator
 
 from nfcore.config import MethodConfig
 from nfcore.presets import merge, preset_overrides
-from nfcore.vocab import DEVICE_KINDS, PresetName, TaskName
+from nfcore.vocab import DEVICE_KINDS, TASK_METHODS, MethodName, PresetName, TaskName
 
 
 class MethodSpec(BaseModel):
@@ -28,17 +29,40 @@ class MethodSpec(BaseModel):
 
     task: TaskName = "sdf"
     """What to fit: an SDF from a point cloud or mesh, an image, or occupancy from a closed mesh."""
+    method: MethodName = "neural"
+    """How the field is obtained: `neural` (trained) or `kernel` (training-free kernel solve; sdf only)."""
     preset: PresetName = "balanced"
     """Named settings per task and device (`fast`, `balanced`, `quality`)."""
     overrides: dict[str, Any] = Field(default_factory=dict)
     """A partial MethodConfig deep-merged onto the preset, e.g. {"train": {"steps": 3000}}; a section
     naming another `type` (encoding, network, optimizer) replaces the preset's section."""
 
+    @model_serializer(mode="wrap")
+    def _as_stated(self, handler):
+        # A spec is stored and shown as submitted: one that never named a method (every spec written
+        # before methods existed) keeps having no `method` key; an explicit one is kept.
+        data = handler(self)
+        if "method" not in self.model_fields_set and self.method == "neural" and isinstance(data, dict):
+            data.pop("method", None)
+        return data
+
+    @field_validator("method")
+    @classmethod
+    def _method_of_task(cls, method: str, info: ValidationInfo) -> str:
+        task = info.data.get("task")
+        if task is not None and method not in TASK_METHODS[task]:
+            raise ValueError(f"method {method!r} is not available for task {task!r}; "
+                             f"choose one of {', '.join(TASK_METHODS[task])}")
+        return method
+
     @model_validator(mode="after")
     def _consistent(self) -> MethodSpec:
         task = self.overrides.get("task")
         if task is not None and task != self.task:
             raise ValueError(f"overrides.task ({task!r}) contradicts task {self.task!r}; leave it out")
+        method = self.overrides.get("method")
+        if method is not None and method != self.method:
+            raise ValueError(f"overrides.method ({method!r}) contradicts method {self.method!r}; leave it out")
         device = self.overrides.get("device", "auto")
         if device not in ("auto", *DEVICE_KINDS):
             raise ValueError(f"overrides.device must be auto, cpu or cuda, got {device!r}")
@@ -78,9 +102,10 @@ def resolve(spec: MethodSpec, device: str) -> MethodConfig:
     if spec.requested_device not in ("auto", device):
         raise ValueError(f"the spec asks for device {spec.requested_device!r}; it cannot run on {device!r}")
     # Start from the full defaults so that every section (with its `type`) exists to merge into.
-    data = merge(MethodConfig().model_dump(mode="json"), preset_overrides(spec.task, spec.preset, device))
+    data = merge(MethodConfig().model_dump(mode="json"), preset_overrides(spec.task, spec.preset, device, spec.method))
     data = merge(data, spec.overrides)
     data["task"] = spec.task
+    data["method"] = spec.method
     data["device"] = device
     return MethodConfig.model_validate(data)
 

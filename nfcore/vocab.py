@@ -13,6 +13,10 @@ from typing import Literal, get_args
 TaskName = Literal["sdf", "image", "occupancy"]
 TASKS: tuple[str, ...] = get_args(TaskName)
 
+MethodName = Literal["neural", "kernel"]
+"""How a field is obtained: a trained neural field, or the training-free kernel solve (nfcore.kernel)."""
+METHODS: tuple[str, ...] = get_args(MethodName)
+
 PresetName = Literal["fast", "balanced", "quality"]
 PRESETS: tuple[str, ...] = get_args(PresetName)
 
@@ -44,6 +48,13 @@ TASK_INPUT_KINDS: dict[str, tuple[str, ...]] = {
 }
 """What each task accepts: an SDF samples a mesh into a cloud; occupancy needs a closed mesh."""
 
+TASK_METHODS: dict[str, tuple[str, ...]] = {
+    "sdf": ("neural", "kernel"),
+    "image": ("neural",),
+    "occupancy": ("neural",),
+}
+"""The methods each task has: the kernel solve fits a surface to oriented points, so only the SDF task has it."""
+
 TASK_OUTPUT_FORMATS: dict[str, tuple[str, ...]] = {
     "sdf": MESH_FORMATS,
     "image": ("png",),
@@ -62,7 +73,7 @@ def default_task_for(path: str | Path) -> str:
 
 
 __all__ = [
-    "TaskName", "TASKS", "PresetName", "PRESETS", "DeviceKind", "DEVICE_KINDS", "MeshFormat", "MESH_FORMATS",
+    "TaskName", "TASKS", "MethodName", "METHODS", "TASK_METHODS", "PresetName", "PRESETS", "DeviceKind", "DEVICE_KINDS", "MeshFormat", "MESH_FORMATS",
     "InputKind", "INPUT_KINDS", "POINT_CLOUD_EXTENSIONS", "MESH_EXTENSIONS", "IMAGE_EXTENSIONS",
     "INPUT_EXTENSIONS", "TASK_INPUT_KINDS", "TASK_OUTPUT_FORMATS", "task_extensions", "default_task_for",
 ]

@@ -12,9 +12,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nfcore.vocab import MESH_FORMATS, PRESETS, TASKS, default_task_for
+from nfcore.vocab import MESH_FORMATS, METHODS, PRESETS, TASKS, default_task_for
 
-BENCHMARKS = ("sdf", "hashgrid", "image", "occupancy", "service", "poisson")
+BENCHMARKS = ("sdf", "hashgrid", "image", "occupancy", "service", "poisson", "kernel", "meta", "chaos")
 
 
 def _overrides_from_args(args: argparse.Namespace, task: str) -> dict:
@@ -40,6 +40,8 @@ def _overrides_from_args(args: argparse.Namespace, task: str) -> dict:
         o.setdefault("image", {})["output_scale"] = args.scale
     if args.device:
         o["device"] = args.device
+    if getattr(args, "prior", None):
+        o["prior"] = {"path": str(Path(args.prior).resolve())}
     return o
 
 
@@ -51,6 +53,7 @@ def _spec_from_args(args: argparse.Namespace, src: Path, out: Path):
     base = MethodSpec.model_validate_json(Path(args.spec).read_text()) if args.spec else None
     task = args.task or (base.task if base else default_task_for(src))
     preset = args.preset or (base.preset if base else "balanced")
+    method = args.method or (base.method if base else "neural")
     overrides = dict(base.overrides) if base else {}
     if args.config:
         overrides = merge(overrides, json.loads(Path(args.config).read_text()))
@@ -60,7 +63,7 @@ def _spec_from_args(args: argparse.Namespace, src: Path, out: Path):
         overrides = merge(overrides, {"extraction": {"formats": [fmt]}})
     if overrides.get("device") == "auto":
         del overrides["device"]
-    return MethodSpec(task=task, preset=preset, overrides=overrides)
+    return MethodSpec(task=task, method=method, preset=preset, overrides=overrides)
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -137,7 +140,12 @@ def _save_image_as(src: Path, out: Path) -> None:
 
 def _print_summary(task: str, result, out: Path, metrics_path: Path) -> None:
     m = result.metrics
-    lines = [f"wrote {out} in {result.seconds:.1f} s ({result.steps} steps, device {m.get('device', '?')})"]
+    if m.get("method") == "kernel":
+        k = m.get("kernel", {})
+        how = f"kernel solve, depth {k.get('depth', '?')}, {k.get('iterations', '?')} CG iterations"
+    else:
+        how = f"{result.steps} steps"
+    lines = [f"wrote {out} in {result.seconds:.1f} s ({how}, device {m.get('device', '?')})"]
     if task == "image":
         ssim = m.get("ssim")
         lines.append(f"PSNR {m.get('psnr', float('nan')):.2f} dB" + (f", SSIM {ssim:.4f}" if ssim is not None else ""))
@@ -152,6 +160,9 @@ def _print_summary(task: str, result, out: Path, metrics_path: Path) -> None:
         gt = m.get("ground_truth") or m.get("mesh_metrics")
         if gt:
             lines.append("vs ground truth: " + ", ".join(f"{k} {v:.4g}" for k, v in gt.items() if isinstance(v, float)))
+    timings = m.get("timings") or {}
+    if timings:
+        lines.append("phases: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
     lines.append(f"metrics: {metrics_path}")
     print("\n".join(lines))
 
@@ -172,6 +183,66 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _meta_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from nfcore.device import resolve_device
+    from nfcore.errors import FitCanceled, InputError
+    from nfcore.meta import MetaTrainConfig, load_shapes, meta_train, save_prior
+    from nfcore.presets import merge
+
+    out = Path(args.output)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt")
+    try:
+        device = resolve_device(args.device or "auto")
+        settings = json.loads(Path(args.config).read_text()) if args.config else {}
+        flags = {"algorithm": args.algorithm, "first_order": args.first_order or None, "steps": args.steps,
+                 "inner_steps": args.inner_steps, "seed": args.seed}
+        settings = merge(settings, {k: v for k, v in flags.items() if v is not None})
+        if args.network:
+            settings["network"] = {"type": args.network}
+        if args.encoding:
+            settings["encoding"] = {"type": args.encoding}
+        cfg = MetaTrainConfig.model_validate(settings)
+        if checkpoint.exists() and not args.resume:
+            raise InputError(f"{checkpoint} exists: pass --resume to continue it, or remove it")
+        load_bar = tqdm(desc="reading shapes", unit="shape", disable=args.quiet)
+        shapes = load_shapes(args.inputs, seed=cfg.seed,
+                             progress=lambda i, n, name: (setattr(load_bar, "total", n), load_bar.update(1)))
+        load_bar.close()
+    except (InputError, ValueError, OSError) as exc:  # pydantic.ValidationError is a ValueError
+        print(f"nfrecon: error: {exc}", file=sys.stderr)
+        return 2
+
+    bar = tqdm(total=cfg.steps, unit="step", desc="meta-train", disable=args.quiet)
+
+    def on_progress(p) -> None:
+        bar.n = p.step or 0
+        if p.loss:
+            bar.set_postfix({"outer loss": f"{p.loss.get('outer', 0.0):.4g}"}, refresh=False)
+        bar.refresh()
+
+    try:
+        result = meta_train(shapes, cfg, device=device, callback=on_progress, checkpoint_path=checkpoint,
+                            info={"sources": [str(s) for s in args.inputs]})
+    except InputError as exc:
+        bar.close()
+        print(f"nfrecon: error: {exc}", file=sys.stderr)
+        return 2
+    except (FitCanceled, KeyboardInterrupt):
+        bar.close()
+        print(f"nfrecon: canceled; resume with --resume (checkpoint {checkpoint})", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    save_prior(result.prior, out)
+    checkpoint.unlink(missing_ok=True)  # the prior is written: the run is complete
+    resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
+    print(f"wrote prior {out} ({cfg.algorithm}, {len(shapes)} shapes, {result.steps} outer steps in "
+          f"{result.seconds:.1f} s on {device}{resumed}); use it with `nfrecon fit SCAN --prior {out}`")
+    return 0
+
+
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
     import importlib
 
@@ -187,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="point cloud (.xyz .ply .npz .npy), mesh (.obj .off .stl .ply .glb) or image")
     p.add_argument("-o", "--output", required=True, help="output mesh (.ply .obj .glb .stl) or image (.png ...)")
     p.add_argument("--preset", choices=PRESETS, help="default: balanced (or the --spec file's)")
+    p.add_argument("--method", choices=METHODS,
+                   help="neural (train a field; the default, or the --spec file's) or kernel (training-free solve, sdf only)")
     p.add_argument("--task", choices=TASKS, help="default: image for image files, else sdf (or the --spec file's)")
     p.add_argument("--encoding", choices=["identity", "fourier", "hashgrid", "triplane"])
     p.add_argument("--network", choices=["mlp", "siren", "finer", "gauss", "wire"])
@@ -199,10 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, help="images: render at this multiple of the input size")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int)
-    p.add_argument("--spec", help="method spec JSON {task, preset, overrides} (e.g. a job's `spec`); flags override it")
+    p.add_argument("--spec", help="method spec JSON {task, method, preset, overrides} (e.g. a job's `spec`); flags override it")
     p.add_argument("--config", help="overrides JSON (a partial MethodConfig) merged onto the spec; flags override it")
     p.add_argument("--gt", help="ground-truth mesh: add Chamfer/F-score/NC/IoU to the metrics")
     p.add_argument("--artifacts", help="keep every artifact (metrics, config, all formats) in this directory")
+    p.add_argument("--prior", help="start from a meta-learned prior (`nfrecon meta-train`): its field, weights and "
+                                   "learned inner steps, then the usual loop (sdf only)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("eval", help="compare a reconstruction with a ground-truth mesh; prints JSON")
@@ -211,6 +286,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", type=int, default=100_000)
     e.add_argument("--threshold", type=float, action="append", help="F-score threshold (repeatable)")
     e.add_argument("--seed", type=int, default=0)
+
+    m = sub.add_parser("meta-train", help="meta-learn a prior (MetaSDF) from meshes or oriented clouds of one kind")
+    m.add_argument("inputs", nargs="+", help="mesh or cloud files, directories of them, or .txt lists of paths")
+    m.add_argument("-o", "--output", required=True, help="the prior file to write (safetensors)")
+    m.add_argument("--algorithm", choices=["maml", "reptile"], help="default maml (learned inner learning rates)")
+    m.add_argument("--first-order", action="store_true", help="maml without second-order terms (faster)")
+    m.add_argument("--steps", type=int, help="outer steps (default 300)")
+    m.add_argument("--inner-steps", type=int, help="inner SGD steps per shape (default 5)")
+    m.add_argument("--encoding", choices=["identity", "fourier", "hashgrid", "triplane"])
+    m.add_argument("--network", choices=["mlp", "siren", "finer", "gauss", "wire"])
+    m.add_argument("--config", help="MetaTrainConfig JSON (nfcore.meta.config); flags override it")
+    m.add_argument("--checkpoint", help="checkpoint file (default: OUTPUT.ckpt, removed once the prior is written)")
+    m.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    m.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    m.add_argument("--seed", type=int)
+    m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     b = sub.add_parser("bench", help="run a benchmark (extra arguments go to it)")
     b.add_argument("name", choices=BENCHMARKS)
@@ -239,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         return _eval(args)
     if args.command == "bench":
         return _bench(args, rest)
+    if args.command == "meta-train":
+        return _meta_train(args)
     from nfrecon import serve as serve_mod
 
     if args.command == "serve":

@@ -6,7 +6,8 @@ loopback port when the binary is on PATH, else fakeredis' Redis-protocol TCP ser
 redelivery working), a SQLite job DB (WAL) under the data directory, ONE Celery worker subprocess
 with the production flags, and uvicorn serving the API (whose lifespan runs the reaper and
 re-publishes queued jobs, since an embedded broker forgets its queue). Ctrl-C or SIGTERM stops the
-API, then the worker (SIGTERM, soft shutdown, SIGKILL of its process group after a grace period),
+API, then drains the worker (SIGTERM to its parent: the running job may finish within
+--shutdown-grace seconds, else it is handed back to the queue; then SIGKILL of its process group),
 then the broker.
 """
 
@@ -115,6 +116,78 @@ class EmbeddedBroker:
         self.stop()
 
 
+REQUEUE_WAIT_S = 10.0
+"""After the grace period: how long the job's child may take to hand the job back before SIGKILL."""
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of `pid` (the worker's prefork pool), from /proc."""
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("PPid:"):
+                if int(line.split()[1]) == pid:
+                    out.append(int(status.parent.name))
+                break
+    return out
+
+
+HEADER_TIMEOUT_S = 10.0
+"""Longest time from a connection's (or a request's) first byte to the end of its headers."""
+
+
+def http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S):
+    """uvicorn's httptools protocol with a header read timeout, or "auto" where httptools is missing.
+
+    Uvicorn has none: a client that connects and sends half a request line holds the connection
+    forever (slowloris). Bodies have their own timeouts in the app (api.app.BodyLimitMiddleware);
+    headers never reach the app, so this is the one place to bound them. The connection is closed.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "auto"
+
+    class HeaderTimeoutProtocol(HttpToolsProtocol):
+        _header_timer = None
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout_s, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()  # a connection that never sends a whole request line
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()  # the next request on a kept-alive connection
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
+
+
 class WorkerProcess:
     """One Celery worker subprocess (its own process group), restarted if it dies unexpectedly."""
 
@@ -171,20 +244,37 @@ class WorkerProcess:
             pass
 
     def stop(self) -> None:
-        """SIGTERM (Celery warm + soft shutdown), then SIGKILL of the group after the grace period."""
+        """Drain: SIGTERM to the worker's parent only (Celery's warm shutdown lets the running job
+        finish); after `grace_s`, SIGTERM to its pool child (the job hands itself back to the queue,
+        worker/runner.py); then SIGKILL of the whole group.
+
+        Never SIGTERM the whole group at once: the pool child would get it too and the running job
+        would end at once (issue 9: "SIGTERM to nfrecon serve fails the running job").
+        """
         with self._lock:
             self._stopping.set()
         if self.proc is None:
             return
         if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.kill(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
             try:
                 self.proc.wait(self.grace_s)
             except subprocess.TimeoutExpired:
-                logger.warning("worker did not stop within %.0f s; killing it", self.grace_s)
+                children = _children(self.proc.pid)
+                logger.warning("worker did not finish its job within %.0f s; requeueing it (SIGTERM to %s)",
+                               self.grace_s, children)
+                for pid in children:
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+                try:
+                    self.proc.wait(REQUEUE_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    logger.warning("worker did not stop %.0f s after its child; killing it", REQUEUE_WAIT_S)
         self._kill_group()
         try:
             self.proc.wait(5)
@@ -206,6 +296,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "or a redis:// URL of an existing broker")
     parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: SQLite under the data dir)")
     parser.add_argument("--no-worker", action="store_true", help="do not start a worker (workers run elsewhere)")
+    parser.add_argument("--shutdown-grace", type=float, default=15.0, metavar="SECONDS",
+                        help="on Ctrl-C/SIGTERM, how long the running job may take to finish before it is "
+                             "handed back to the queue (default 15)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -260,10 +353,12 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         if not args.no_worker:
             worker = WorkerProcess(worker_argv(settings, hostname=f"embedded-{os.getpid()}@%h",
-                                               loglevel=args.log_level.upper()), settings_env(settings))
+                                               loglevel=args.log_level.upper()), settings_env(settings),
+                                   grace_s=getattr(args, "shutdown_grace", 15.0))
             worker.start()
         app = create_app(settings)
-        config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on")
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on",
+                                http=http_protocol())
         server = uvicorn.Server(config)
         # uvicorn re-raises the signal it caught once it has shut down; with the default handler
         # that would kill this process before the worker and broker are stopped. Our handler is
@@ -271,6 +366,7 @@ def run_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, server.handle_exit)
         logger.info("nfrecon serving on http://%s:%d/v1 (data in %s)", args.host, args.port, settings.data_dir.resolve())
+        logger.info("web page: http://%s:%d/ui/", args.host, args.port)
         server.run()  # returns after SIGINT/SIGTERM (uvicorn installs the handlers)
         return 0 if server.started else 1
     finally:

@@ -33,7 +33,13 @@ def make_celery(settings: Settings, *, include: tuple[str, ...] = ()) -> Celery:
         # Requeue when the child dies; safe only because the task counts attempts in the DB.
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A broker outage must not touch a running job: its state lives in the job table, not in
+        # the message, and a redelivered copy is rejected by the conditional claim. Cancelling it
+        # (SIGTERM to the child) only turned an outage into a failed or requeued run (issue 9).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        # Keep reconnecting for as long as the outage lasts; the default (100 retries) would end the
+        # worker, and with it the job it is running, after a few minutes without Redis.
+        broker_connection_max_retries=None,
         task_time_limit=settings.max_runtime_s,
         task_soft_time_limit=settings.max_runtime_s - settings.soft_time_margin_s,
         worker_soft_shutdown_timeout=10.0,

@@ -79,6 +79,12 @@ def validate_spec(services: Services, spec: MethodSpec, loc: list) -> dict[str, 
     A gpu-queue job may run on a GPU worker or on a CPU worker serving that queue, and the presets
     differ per device, so a bad override must fail here for both rather than later on one of them.
     """
+    if spec.overrides.get("prior") is not None:
+        # PriorConfig.path is a path on the worker's disk: a client must never name server files.
+        # Priors will come through the service as uploads named by id.
+        raise ProblemError(422, "invalid_options", "overrides.prior is not accepted through the service (it names a "
+                           "file on the server); use `nfrecon fit --prior` locally",
+                           errors=[{"loc": [*loc, "overrides", "prior"], "msg": "not accepted through the API"}])
     devices = ("cpu",) if queue_device(services, spec) == "cpu" else spec.devices()
     configs = {}
     for device in devices:

@@ -1,4 +1,5 @@
-"""The reaper: recovers lost jobs, finishes stuck cancels, publishes what never reached the broker, expires data.
+"""The reaper: recovers lost jobs, finishes stuck cancels, publishes what never reached the broker or what
+the broker lost (a Redis restarted without persistence), expires data.
 
 The API runs it as an asyncio loop (and once at startup); several API replicas may run it at
 once because every change it makes is a conditional update.
@@ -7,14 +8,19 @@ once because every change it makes is a conditional update.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from service.queue import JobQueue
 from service.settings import Settings
-from store import ArtifactStore, JobStatus, JobStore, utcnow
+from store import ArtifactStore, Job, JobStatus, JobStore, utcnow
 
 logger = logging.getLogger("nfrecon.reaper")
+
+PUBLISH_GRACE_S = 2.0
+"""A queued job's message is looked for in the broker only this long after it was published (the
+publish and its `published_at` are two steps)."""
 
 
 @dataclass
@@ -31,15 +37,58 @@ class Reaper:
         """
         n = 0
         for job in self.store.queued_jobs(unpublished_only=unpublished_only):
-            n += self.queue.publish(job)
+            n += self.queue.publish(job, recovered=True)
+        return n
+
+    def lost_messages(self, now: datetime | None = None) -> list[Job]:
+        """Queued jobs, published more than PUBLISH_GRACE_S ago, whose message the broker no longer holds.
+
+        A Redis restarted without persistence (or a flushed one) forgets its lists while the job
+        table still says `queued`: nothing would ever run them. A message counts as held while it
+        waits in its queue or sits unacknowledged with a worker. Oldest first. Raises when the
+        broker cannot be read (then nothing can be concluded).
+        """
+        now = now or utcnow()
+        published_before = now - timedelta(seconds=PUBLISH_GRACE_S)
+        candidates = [j for j in self.store.queued_jobs()
+                      if j.published_at is not None and j.published_at < published_before]
+        if not candidates:
+            return []
+        held = self.queue.broker_job_ids()
+        missing = [j for j in candidates if j.id not in held]
+        if missing:
+            # A worker pops a message before it records it as unacked (and before it claims the job):
+            # look once more, so that a message in that instant is not taken for lost.
+            time.sleep(0.2)
+            held = self.queue.broker_job_ids()
+            missing = [j for j in missing if j.id not in held]
+        return missing
+
+    def republish_lost(self, now: datetime | None = None) -> int:
+        """Re-publish, in submission order, queued jobs whose message the broker lost; returns how many."""
+        try:
+            lost = self.lost_messages(now)
+        except Exception as exc:  # the broker is down: the next pass looks again
+            logger.warning("reaper: cannot read the broker's queues: %s", exc)
+            return 0
+        n = 0
+        for job in lost:
+            fresh = self.store.get_job(job.id)
+            if fresh is None or fresh.status != JobStatus.queued.value:
+                continue  # claimed meanwhile
+            if self.queue.publish(fresh, recovered=True):
+                self._log(job.id, "the broker lost this job's message; re-published")
+                n += 1
+        if n:
+            logger.warning("reaper: the broker lost %d queued job message(s); re-published them", n)
         return n
 
     def run_once(self, now: datetime | None = None) -> dict[str, int]:
         """One pass; returns what it did (for logs and tests)."""
         now = now or utcnow()
         s = self.settings
-        done = {"requeued": 0, "failed": 0, "cancel_forced": 0, "published": 0, "expired_jobs": 0,
-                "expired_uploads": 0}
+        done = {"requeued": 0, "failed": 0, "cancel_forced": 0, "published": 0, "republished_lost": 0,
+                "expired_jobs": 0, "expired_uploads": 0}
         expires = now + timedelta(seconds=s.job_ttl_s)
 
         stale_before = now - timedelta(seconds=s.stale_after)
@@ -50,7 +99,7 @@ class Reaper:
                     done["requeued"] += 1
                     fresh = self.store.get_job(job.id)
                     if fresh is not None:
-                        self.queue.publish(fresh)
+                        self.queue.publish(fresh, recovered=True)
             else:
                 detail = f"heartbeat lost (worker {job.worker}) on attempt {job.attempt} of {job.max_attempts}"
                 if self.store.fail_lost(job.id, job.attempt, detail, stale_before=stale_before, expires_at=expires,
@@ -66,6 +115,7 @@ class Reaper:
                 done["cancel_forced"] += 1
 
         done["published"] = self.republish_queued(unpublished_only=True)
+        done["republished_lost"] = self.republish_lost(now)
 
         for job in self.store.expired_jobs(now):
             self.artifacts.remove_artifacts(job.id)

@@ -36,6 +36,27 @@ class Settings(BaseSettings):
     """Largest raw upload (POST /v1/uploads); enforced while streaming."""
     max_form_bytes: int = Field(64 * MiB, ge=1)
     """Largest one-shot multipart job request (POST /v1/jobs with files)."""
+    body_timeout_s: float = Field(30.0, gt=0)
+    """Longest wait for the next piece of a request body; then 408 and the connection is closed."""
+    min_body_rate_bytes_s: int = Field(4096, ge=0)
+    """Slowest accepted average upload rate once `body_rate_grace_s` has passed (0: no minimum); slower gets 408."""
+    body_rate_grace_s: float = Field(10.0, ge=0)
+    validation_timeout_s: float = Field(60.0, gt=0)
+    """Wall-clock limit of one upload's validation (a child process, killed after it)."""
+    validation_memory_bytes: int = Field(2 * GiB, ge=64 * MiB)
+    """Memory a validation child may allocate (RLIMIT_AS on top of its start size); more is a 422."""
+    validation_concurrency: int = Field(2, ge=1)
+    """Validation children running at once (each up to validation_memory_bytes)."""
+    validation_max_points: int = Field(5_000_000, ge=1)
+    """Most points a cloud (or vertices a PLY header) may declare."""
+    validation_max_pixels: int = Field(89_478_485, ge=1)
+    """Most pixels an image may have (decompression-bomb limit)."""
+    validation_max_array_bytes: int = Field(1 * GiB, ge=1)
+    """Largest array an .npy header or .npz member may declare (rows x columns x itemsize)."""
+    validation_max_decompressed_bytes: int = Field(1 * GiB, ge=1)
+    """Largest total an .npz may decompress to."""
+    validation_max_compression_ratio: float = Field(200.0, gt=1)
+    """Largest decompressed/compressed ratio of an .npz member (real float data: 1-10)."""
     max_queue: int = Field(1000, ge=1)
     """Queued jobs over all keys before POST /v1/jobs answers 429."""
     max_queue_per_key: int = Field(100, ge=1)

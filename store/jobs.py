@@ -147,7 +147,8 @@ class JobStore:
         """queued -> running (attempt += 1), or take over a running job whose heartbeat stopped.
 
         Returns the claimed job (with its new attempt), or None when the job is unknown, finished,
-        canceled, or running elsewhere with a live heartbeat (a duplicate delivery).
+        canceled, running elsewhere with a live heartbeat (a duplicate delivery), or has used all
+        its attempts (`fail_exhausted` then ends it): the record never shows attempt > max_attempts.
         """
         now = utcnow()
         n = self._update(
@@ -156,6 +157,7 @@ class JobStore:
                 Job.status == JobStatus.queued.value,
                 (Job.status == JobStatus.running.value) & (Job.heartbeat_at < stale_before),
             ),
+            Job.attempt < Job.max_attempts,
             status=JobStatus.running.value,
             attempt=Job.attempt + 1,
             worker=worker,
@@ -292,6 +294,54 @@ class JobStore:
                 stage=None,
                 worker=None,
                 published_at=None,
+            )
+            == 1
+        )
+
+    def release(self, job_id: str, attempt: int) -> str | None:
+        """Give a running job back to the queue because its worker is going away (shutdown, broker loss).
+
+        The attempt is returned too (attempt - 1): the job did not fail, its host stopped, so an
+        orderly shutdown never uses up a job's attempts (a crash, SIGKILL or OOM-kill, still counts:
+        that path goes through the heartbeat and `requeue`). A job being canceled ends `canceled`.
+        Returns "queued", "canceled", or None when this attempt no longer owns the job.
+        """
+        if self._update(job_id, Job.attempt == attempt, Job.status == JobStatus.canceling.value,
+                        status=JobStatus.canceled.value, finished_at=utcnow()) == 1:
+            return JobStatus.canceled.value
+        n = self._update(
+            job_id,
+            Job.attempt == attempt,
+            Job.status == JobStatus.running.value,
+            status=JobStatus.queued.value,
+            attempt=Job.attempt - 1,
+            stage=None,
+            worker=None,
+            progress=None,
+            heartbeat_at=None,
+            published_at=None,
+        )
+        return JobStatus.queued.value if n == 1 else None
+
+    def fail_exhausted(self, job_id: str, detail: str, *, stale_before: datetime,
+                       expires_at: datetime | None = None) -> bool:
+        """A job that would need attempt max_attempts + 1 fails with `worker_lost` instead of being claimed.
+
+        Matches a queued job, or a running one whose heartbeat stopped, that has used every attempt.
+        """
+        return (
+            self._update(
+                job_id,
+                or_(
+                    Job.status == JobStatus.queued.value,
+                    (Job.status == JobStatus.running.value)
+                    & or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
+                ),
+                Job.attempt >= Job.max_attempts,
+                status=JobStatus.failed.value,
+                finished_at=utcnow(),
+                error=job_error("worker_lost", detail),
+                expires_at=expires_at,
             )
             == 1
         )

@@ -6,12 +6,16 @@ job, runs `nfcore.fit` in a fresh attempt
 directory, writes progress at most every `progress_interval_s`, keeps a heartbeat from a
 background thread (so a long marching-cubes pass is not mistaken for a dead worker), stops
 cooperatively when the job is set to `canceling`, publishes the outputs with one rename, and ends
-with a conditional terminal transition (a duplicate or a lost attempt changes nothing).
+with a conditional terminal transition (a duplicate or a lost attempt changes nothing). When the
+worker itself goes away (SIGTERM to the child: shutdown), the job is handed back to the queue
+without using up an attempt; a claim never takes attempt past max_attempts.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 import threading
 import time
 import traceback
@@ -34,17 +38,28 @@ class JobLog:
         self._f = open(path, "a", encoding="utf-8", buffering=1)
         self._lock = threading.Lock()
         self.tail: deque[str] = deque(maxlen=20)
+        self.write_error: OSError | None = None
 
     def write(self, message: str) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
         with self._lock:
             for line in message.rstrip("\n").splitlines() or [""]:
                 text = f"{stamp} {line}"
-                self._f.write(text + "\n")
                 self.tail.append(text)
+                try:
+                    self._f.write(text + "\n")
+                except OSError as exc:
+                    # A full disk must not turn a clean job failure into a stuck job: the line
+                    # stays in the tail (it reaches error.log_tail) and the run goes on.
+                    if not self.write_error:
+                        logger.warning("job log %s not written: %s", self._f.name, exc)
+                    self.write_error = exc
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:  # the buffered rest could not be written (disk full): already reported
+            pass
 
 
 class _LogHandler(logging.Handler):
@@ -131,6 +146,11 @@ def _classify(exc: BaseException, ctx: RunContext) -> str:
     return "internal"
 
 
+def _host_going_away(exc: BaseException) -> bool:
+    """A stop of the process running the job (SIGTERM -> SystemExit, Ctrl-C), not an error of the job."""
+    return isinstance(exc, (SystemExit, KeyboardInterrupt))
+
+
 def run_job(job_id: str, ctx: RunContext) -> str:
     """Run job `job_id` to a terminal state and return that state.
 
@@ -142,6 +162,14 @@ def run_job(job_id: str, ctx: RunContext) -> str:
     job = store.claim(job_id, ctx.worker, stale_before=stale_before)
     if job is None:
         current = store.get_job(job_id)
+        if current is not None and current.attempt >= current.max_attempts and store.fail_exhausted(
+                job_id, f"worker lost {current.attempt} times (max_attempts={current.max_attempts})",
+                stale_before=stale_before, expires_at=utcnow() + timedelta(seconds=settings.job_ttl_s)):
+            # Every attempt was used by a lost worker: end it here rather than run attempt max + 1.
+            log = JobLog(ctx.artifacts.log_path(job_id))
+            log.write(f"giving up: the worker was lost {current.attempt} times (max_attempts={current.max_attempts})")
+            log.close()
+            return JobStatus.failed.value
         if current is not None and current.status in (JobStatus.running.value, JobStatus.canceling.value):
             # Running with a live heartbeat: a duplicate delivery, or a redelivery right after
             # our own child died. The caller may look again once the heartbeat could be stale.
@@ -153,12 +181,6 @@ def run_job(job_id: str, ctx: RunContext) -> str:
     expires = utcnow() + timedelta(seconds=settings.job_ttl_s)
     log = JobLog(ctx.artifacts.log_path(job_id))
     log.write(f"attempt {attempt}/{job.max_attempts} on {ctx.worker}")
-    if attempt > job.max_attempts:
-        log.write(f"giving up: the worker was lost {attempt - 1} times")
-        store.fail_lost(job_id, attempt, f"worker lost {attempt - 1} times (max_attempts={job.max_attempts})",
-                        stale_before=None, expires_at=expires, log_tail=list(log.tail))
-        log.close()
-        return JobStatus.failed.value
 
     heartbeat = _Heartbeat(store, job_id, attempt, settings.heartbeat_interval_s)
     heartbeat.start()
@@ -171,6 +193,7 @@ def run_job(job_id: str, ctx: RunContext) -> str:
         # Imported here, in the job's child process, never in the worker parent (CUDA + fork).
         from nfcore.errors import FitCanceled, InputError
         from nfcore.fit import fit
+        from nfcore.progress import describe_progress
         from nfcore.spec import MethodSpec, resolve
 
         try:
@@ -196,9 +219,7 @@ def run_job(job_id: str, ctx: RunContext) -> str:
                 store.set_progress(job_id, attempt, data.get("phase") or "train", data)
                 if time.perf_counter() - last_progress_log[0] >= 5.0 or data.get("fraction", 0) >= 1.0:
                     last_progress_log[0] = time.perf_counter()
-                    loss = ", ".join(f"{k}={v:.4g}" for k, v in (data.get("loss") or {}).items())
-                    log.write(f"{data.get('phase')} {100 * data.get('fraction', 0):.1f}% step "
-                              f"{data.get('step')}/{data.get('total_steps')} {loss} {data.get('message') or ''}".rstrip())
+                    log.write(describe_progress(data))
                 return not heartbeat.cancel.is_set()
 
             result = fit(input_path, config, out_dir, device=device, callback=on_progress)
@@ -225,12 +246,30 @@ def run_job(job_id: str, ctx: RunContext) -> str:
             store.finish(job_id, attempt, JobStatus.canceled, expires_at=expires)
             return JobStatus.canceled.value
     except BaseException as exc:
+        if _host_going_away(exc):
+            # SIGTERM reached this child (billiard turns it into SystemExit(-241)): the worker is
+            # shutting down, or Celery cancels tasks after losing the broker. Not the job's fault:
+            # hand it back to the queue (the reaper re-publishes it) instead of failing it.
+            try:
+                outcome = store.release(job_id, attempt)
+            except Exception:  # the DB is out of reach too: the heartbeat stops and the reaper requeues
+                logger.exception("could not hand job %s back to the queue", job_id)
+                outcome = None
+            log.write(f"worker going away ({type(exc).__name__}: {exc}); "
+                      + ("job requeued, this attempt not counted" if outcome == JobStatus.queued.value
+                         else f"job {outcome or 'no longer ours'}"))
+            raise
         code = _classify(exc, ctx)
-        log.write(f"failed ({code}): {type(exc).__name__}: {exc}")
+        detail = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            detail = f"the data directory is full, outputs could not be written ({detail})"
+        log.write(f"failed ({code}): {detail}")
         if code == "internal":
             log.write(traceback.format_exc())
-        store.finish(job_id, attempt, JobStatus.failed, error=job_error(code, f"{type(exc).__name__}: {exc}",
-                                                                        list(log.tail)), expires_at=expires)
+        store.finish(job_id, attempt, JobStatus.failed, error=job_error(code, detail, list(log.tail)),
+                     expires_at=expires)
+        # The unpublished outputs of this attempt are never served; free their space (a full disk).
+        shutil.rmtree(ctx.artifacts.job_dir(job_id) / f".attempt-{attempt}", ignore_errors=True)
         if not isinstance(exc, Exception):
             raise  # SystemExit / KeyboardInterrupt: let the worker shut down
         return JobStatus.failed.value

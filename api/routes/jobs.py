@@ -66,7 +66,7 @@ def create_job(
 
 
 @router.post("/jobs/form", status_code=201, response_model=JobPublic,
-             responses={**_CREATED, **problems(401, 413, 415, 422, 429)},
+             responses={**_CREATED, **problems(401, 413, 415, 422, 429, 507)},
              summary="Create a job in one request: multipart `job` (JSON) + `file`")
 async def create_job_form(
     response: Response,

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import OwnerDep, ServicesDep
 from api.schemas import Health, Info, Ready
+from service.reaper import Reaper
 from store import JobStatus
 
 router = APIRouter(tags=["system"])
@@ -30,6 +31,18 @@ async def ready(services: ServicesDep):
         await anyio.to_thread.run_sync(services.queue.ping)
     except Exception as exc:
         result["broker"] = f"error: {type(exc).__name__}"
+    if result["broker"] == "ok" and result["database"] == "ok":
+        # A broker that restarted without persistence answers pings but has forgotten queued jobs:
+        # not ready until the reaper has re-published them (issue 9).
+        reaper = Reaper(services.store, services.artifacts, services.settings, services.queue)
+        try:
+            lost = await anyio.to_thread.run_sync(reaper.lost_messages)
+        except Exception as exc:
+            result["broker"] = f"error: {type(exc).__name__}"
+        else:
+            if lost:
+                result["broker"] = (f"error: lost the messages of {len(lost)} queued job(s); "
+                                    "the reaper re-publishes them")
     ok = result["database"] == "ok" and result["broker"] == "ok"
     workers = len(await anyio.to_thread.run_sync(services.queue.workers)) if result["broker"] == "ok" else 0
     return JSONResponse(Ready(ready=ok, workers=workers, **result).model_dump(), status_code=200 if ok else 503)

@@ -24,7 +24,7 @@ _RAW_BODY = {
 @router.post(
     "/uploads", status_code=201, response_model=UploadPublic, openapi_extra=_RAW_BODY,
     responses={200: {"model": UploadPublic, "description": "replayed (same Idempotency-Key and file)"},
-               **problems(401, 413, 415, 422)},
+               **problems(401, 413, 415, 422, 507)},
     summary="Upload one input file (raw body), validated on arrival",
 )
 async def create_upload(

@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 
-from nfcore.vocab import DEVICE_KINDS, PRESETS, TASK_INPUT_KINDS, TASK_OUTPUT_FORMATS, TASKS, task_extensions
+from nfcore.vocab import (
+    DEVICE_KINDS,
+    PRESETS,
+    TASK_INPUT_KINDS,
+    TASK_METHODS,
+    TASK_OUTPUT_FORMATS,
+    TASKS,
+    task_extensions,
+)
 from service.errors import ProblemError
 
 DESCRIPTIONS = {
     "sdf": ("Neural SDF", "Signed distance field fitted to an oriented point cloud (or points sampled from a mesh), "
-            "with stochastic preconditioning; the mesh is extracted with marching cubes."),
+            "with stochastic preconditioning; the mesh is extracted with marching cubes. `method: kernel` instead "
+            "solves for a sum of B-spline kernels on a sparse voxel grid (training-free, seconds; open scans stay open)."),
     "occupancy": ("Neural occupancy",
                   "Occupancy field fitted to a closed mesh (binary cross-entropy); mesh by marching cubes."),
     "image": ("Image fitting", "A 2D neural field fitted to an image; returns the fitted image and its PSNR curve."),
 }
 
 
-def available(task: str) -> bool:
-    """Whether nfcore ships the task's module."""
-    try:
-        return importlib.util.find_spec(f"nfcore.tasks.{task}") is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def summary(task: str) -> dict:
     title, description = DESCRIPTIONS[task]
     return {"name": task, "title": title, "description": description, "input_kinds": list(TASK_INPUT_KINDS[task]),
             "input_formats": list(task_extensions(task)), "requires_normals": False,
-            "output_formats": list(TASK_OUTPUT_FORMATS[task]), "presets": list(PRESETS), "available": available(task),
+            "output_formats": list(TASK_OUTPUT_FORMATS[task]), "presets": list(PRESETS),
+            "methods": list(TASK_METHODS[task]), "available": True,
             "links": {"self": f"/v1/methods/{task}"}}
 
 
@@ -50,5 +51,7 @@ def detail(task: str) -> dict:
         raise ProblemError(404, "method_not_found", f"no method {task!r}; choose one of {', '.join(TASKS)}")
     from nfcore.presets import preset_overrides
 
-    presets = {device: {p: preset_overrides(task, p, device) for p in PRESETS} for device in DEVICE_KINDS}
-    return {**summary(task), "spec_schema": spec_schema(), "preset_options": presets}
+    by_method = {method: {device: {p: preset_overrides(task, p, device, method) for p in PRESETS} for device in DEVICE_KINDS}
+                 for method in TASK_METHODS[task]}
+    return {**summary(task), "spec_schema": spec_schema(), "preset_options": by_method["neural"],
+            "method_preset_options": by_method}

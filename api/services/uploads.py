@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import anyio
 
+from api.services.validation import ValidationLimits, validate_file
 from nfcore.vocab import INPUT_EXTENSIONS
 from service.context import Services
 from service.errors import ProblemError, not_found
@@ -43,11 +46,39 @@ def supported_extensions() -> list[str]:
     return sorted({ext for exts in INPUT_EXTENSIONS.values() for ext in exts})
 
 
+# Names Windows reserves for devices, with any extension (CON.ply opens the console there);
+# it counts the superscript digits ¹²³ as digits here too.
+_WINDOWS_DEVICES = {"con", "prn", "aux", "nul", "conin$", "conout$",
+                    *(f"{port}{i}" for port in ("com", "lpt") for i in (*"0123456789", "¹", "²", "³"))}
+MAX_FILENAME_BYTES = 255
+
+
 def clean_filename(name: str | None) -> str:
-    """A display name only: last path component, no control characters. Never used as a path."""
-    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip()
-    return name[:255]
+    """A display name only, never used as a path: safe to show, store and send back.
+
+    Last path component (either slash); Unicode NFC; control, format (bidi overrides, zero-width) and
+    other invisible characters removed, so a name cannot forge a header line or read backwards;
+    surrounding spaces and trailing dots dropped (Windows drops them itself); a Windows device
+    name gets a leading underscore; at most 255 UTF-8 bytes, cut before the extension.
+    """
+    name = unicodedata.normalize("NFC", name or "")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    # Cc: controls (CR, LF, NUL, ...); Cf: format (U+202E RTL override, U+200B, ...); Cs/Co/Cn:
+    # surrogates, private use, unassigned; Zl/Zp: line and paragraph separators.
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+    name = re.sub(r"\s+", " ", name).strip().rstrip(". ")
+    if name in ("", ".", ".."):
+        return ""
+    if name.split(".", 1)[0].strip().lower() in _WINDOWS_DEVICES:
+        name = "_" + name
+    if len(name.encode()) > MAX_FILENAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        ext = dot + ext if dot and len(ext.encode()) <= 16 else ""
+        stem = name[: len(name) - len(ext)]
+        budget = MAX_FILENAME_BYTES - len(ext.encode())
+        stem = stem.encode()[:budget].decode("utf-8", errors="ignore")
+        name = stem + ext
+    return name
 
 
 def filename_from_disposition(header: str | None) -> str | None:
@@ -89,28 +120,29 @@ async def stream_to_file(chunks: AsyncIterator[bytes], path: Path, limit: int) -
     """Write chunks to `path`, counting bytes; 413 as soon as the count passes `limit`."""
     h = hashlib.sha256()
     size = 0
-    with open(path, "wb") as f:
-        async for chunk in chunks:
-            if not chunk:
-                continue
-            size += len(chunk)
-            if size > limit:
-                raise ProblemError(413, "too_large", f"upload exceeds the limit of {limit} bytes")
-            h.update(chunk)
-            await anyio.to_thread.run_sync(f.write, chunk)
+    try:
+        with open(path, "wb") as f:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                size += len(chunk)
+                if size > limit:
+                    raise ProblemError(413, "too_large", f"upload exceeds the limit of {limit} bytes")
+                h.update(chunk)
+                await anyio.to_thread.run_sync(f.write, chunk)
+    except OSError as exc:
+        # A full data directory is the server's condition, not the client's fault: 507, and the caller
+        # removes the partial file.
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ProblemError(507, "insufficient_storage", "the server has no space left for this upload; "
+                               "try again later") from exc
+        raise
     return size, h.hexdigest()
 
 
-def _inspect(path: Path, display_name: str) -> dict:
-    from nfcore.errors import InputError
-    from nfcore.io import inspect_input
-
-    try:
-        return inspect_input(path).model_dump(mode="json")
-    except InputError as exc:
-        # Name the client's file, never our storage path.
-        detail = str(exc).replace(str(path), display_name).replace(path.name, display_name)
-        raise ProblemError(422, "invalid_input", detail) from exc
+def _inspect(path: Path, display_name: str, limits: ValidationLimits) -> dict:
+    # Out of the API's process, with memory, CPU and time limits (api/services/validation.py).
+    return validate_file(path, display_name, limits)
 
 
 async def receive_upload(
@@ -149,7 +181,7 @@ async def receive_upload(
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
         try:
-            report = await anyio.to_thread.run_sync(_inspect, final, name)
+            report = await anyio.to_thread.run_sync(_inspect, final, name, ValidationLimits.from_settings(s))
             media = (content_type or "").split(";")[0].strip().lower()
             up = Upload(
                 id=upload_id, owner=owner, filename=name, path=services.artifacts.relative(final), size=size, sha256=sha,

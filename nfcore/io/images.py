@@ -27,6 +27,7 @@ __all__ = [
     "ImageHeader",
     "probe_image",
     "read_image",
+    "verify_image",
     "write_image",
 ]
 
@@ -197,6 +198,30 @@ def _read_tiff_16bit(path: Path) -> np.ndarray:
     if data.dtype != np.uint16 or data.ndim != 3 or data.shape[-1] not in (2, 3, 4):
         raise InputError(f"image {path.name}: unsupported 16-bit TIFF layout {data.shape} {data.dtype}")
     return data.astype(np.float32) / 65535.0
+
+
+def verify_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Decode every pixel once (as read_image would, without the float copy); InputError if that fails.
+
+    A header can be intact while the data is not (a JPEG cut in the middle of its scan, a TIFF strip
+    offset past the end of the file): only a full decode finds those.
+    """
+    path = Path(path)
+    with _open(path, max_pixels) as im:
+        try:
+            im.verify()  # chunk checksums (PNG CRCs), which decoding alone skips
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise InputError(f"{path.name}: corrupt or truncated image: {exc}") from exc
+    with _open(path, max_pixels) as im:  # verify() leaves the image unusable: open it again
+        try:
+            if _is_16bit_colour(im) and im.format in ("PNG", "TIFF"):
+                (_read_png_16bit if im.format == "PNG" else _read_tiff_16bit)(path)
+                return
+            if im.mode not in _MODES_16BIT_GREY:
+                _target_mode(im, path.name)  # an unsupported pixel mode is refused as read_image would
+            im.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise InputError(f"{path.name}: corrupt or truncated image data: {exc}") from exc
 
 
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

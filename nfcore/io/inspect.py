@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,22 +43,12 @@ def _bbox(points: np.ndarray) -> tuple[list[float], list[float]]:
 
 def _inspect_image(path: Path, max_pixels: int) -> InputReport:
     # Header facts come from nfcore.io.images (the same limits and channel rules as read_image);
-    # verify() then walks the data (PNG chunk CRCs, ...) to catch truncated or corrupt files.
-    from PIL import Image
-
-    from nfcore.io.images import probe_image
+    # verify_image then decodes every pixel, to catch data that is corrupt or truncated behind an
+    # intact header (Pillow's verify() only walks PNG chunk CRCs and misses a JPEG cut mid-scan).
+    from nfcore.io.images import probe_image, verify_image
 
     header = probe_image(path, max_pixels=max_pixels)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.verify()
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{path.name} is too large to decode safely (decompression bomb limit): {exc}") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports corrupt or truncated data as OSError/SyntaxError (its parsers' convention).
-        raise InputError(f"{path.name}: corrupt or truncated image: {exc}") from exc
+    verify_image(path, max_pixels=max_pixels)
     fmt = header.format.lower()
     return InputReport(
         kind="image",

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+import nfcore.io.formats as formats
 from nfcore.errors import InputError
 from nfcore.vocab import MESH_EXTENSIONS, MESH_FORMATS
 
@@ -36,6 +37,7 @@ def read_mesh(path: str | Path) -> trimesh.Trimesh:
     ext = path.suffix.lower()
     if ext not in MESH_EXTENSIONS:
         raise InputError(f"unsupported mesh extension {ext!r} ({path.name}); supported: {', '.join(MESH_EXTENSIONS)}")
+    check_container(path)
     try:
         # process=False: trimesh's processing silently drops NaN vertices, which must be an error.
         loaded = trimesh.load(path, file_type=ext[1:], force="mesh", allow_remote=False, process=False)
@@ -50,6 +52,37 @@ def read_mesh(path: str | Path) -> trimesh.Trimesh:
     return loaded
 
 
+def check_container(path: Path, *, max_elements: int | None = None) -> None:
+    """Header and container checks per format, before trimesh allocates anything (nfcore.io.formats)."""
+    ext = path.suffix.lower()
+    if ext == ".glb":
+        formats.check_glb(path)
+    elif ext == ".stl":
+        formats.check_stl(path)
+    elif ext == ".ply":
+        header = formats.read_ply_header(path, max_elements=max_elements)
+        formats.check_ply_properties(header, path.name, "vertex", ("x", "y", "z"))
+    elif ext == ".off":
+        _check_off(path)
+
+
+def _check_off(path: Path) -> None:
+    # OFF: "OFF" then "nv nf ne"; each vertex needs at least "0 0 0\n" (6 bytes), each face "3 0 0 0\n".
+    with path.open("rb") as f:
+        head = f.read(4096).decode("ascii", errors="replace")
+    tokens = [t for line in head.splitlines() for t in line.split("#", 1)[0].split()]
+    if not tokens or not tokens[0].upper().endswith("OFF"):
+        raise InputError(f"{path.name} is not an OFF file (missing 'OFF' keyword)")
+    counts = tokens[1:4]  # after OFF (or COFF, NOFF, ...): vertices, faces, edges
+    if len(counts) < 2 or not all(c.isdigit() for c in counts[:2]):
+        raise InputError(f"{path.name}: OFF header needs vertex and face counts, found {' '.join(tokens[1:4])!r}")
+    nv, nf = int(counts[0]), int(counts[1])
+    size = path.stat().st_size
+    if 6 * nv + 8 * nf > size:
+        raise InputError(f"{path.name}: OFF header declares {nv} vertices and {nf} faces, more than its {size} "
+                         "bytes can hold (truncated?)")
+
+
 def validate_mesh(mesh: trimesh.Trimesh, name: str = "mesh") -> None:
     """Raise InputError unless the mesh has faces with valid indices, finite vertices and a positive area."""
     if len(mesh.faces) == 0 or len(mesh.vertices) == 0:
@@ -59,6 +92,10 @@ def validate_mesh(mesh: trimesh.Trimesh, name: str = "mesh") -> None:
     if not np.isfinite(mesh.vertices).all():
         bad = int((~np.isfinite(mesh.vertices).all(axis=1)).sum())
         raise InputError(f"{name} has {bad} vertices with NaN or infinite coordinates")
+    largest = float(np.abs(mesh.vertices).max())
+    if largest > formats.MAX_COORDINATE:
+        raise InputError(f"{name} has vertex coordinates up to {largest:.3g} in magnitude; at most "
+                         f"{formats.MAX_COORDINATE:.0e} are accepted: use other units or subtract an offset")
     if not mesh.area > 0:
         raise InputError(f"{name} has zero surface area (all triangles degenerate)")
 

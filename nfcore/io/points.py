@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+import nfcore.io.formats as formats
 from nfcore.errors import InputError
 from nfcore.io.meshes import MESH_EXTENSIONS, check_file, read_mesh, sample_surface
 from nfcore.vocab import POINT_CLOUD_EXTENSIONS as POINT_EXTENSIONS
@@ -16,6 +16,8 @@ from nfcore.vocab import POINT_CLOUD_EXTENSIONS as POINT_EXTENSIONS
 """Point-cloud formats; meshes (`MESH_EXTENSIONS`) are sampled into a cloud."""
 
 SUPPORTED_EXTENSIONS = tuple(sorted(set(POINT_EXTENSIONS) | set(MESH_EXTENSIONS)))
+
+MAX_COORDINATE = formats.MAX_COORDINATE
 
 MIN_RELATIVE_EXTENT = 1e-3
 """A cloud whose smallest principal extent is below this fraction of its largest is flat (no volume to fit)."""
@@ -60,7 +62,9 @@ def _read_xyz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         data = np.loadtxt(path, dtype=np.float64, comments="#", ndmin=2)
     except ValueError as exc:
-        raise InputError(f"cannot parse {path.name} as 'x y z [nx ny nz]' text: {exc}") from exc
+        # loadtxt names the row whose column count changed ("... changed from 3 to 4 at row 2").
+        raise InputError(f"cannot parse {path.name} as 'x y z [nx ny nz]' text (every line needs the same "
+                         f"3 or 6 numbers): {exc}") from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"{path.name} is not a text .xyz file: {exc}") from exc
     if data.size == 0:
@@ -70,6 +74,22 @@ def _read_xyz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             f"{path.name}: expected 3 (x y z) or 6 (x y z nx ny nz) columns per line, found {data.shape[1]}"
         )
     return data[:, :3], (data[:, 3:6] if data.shape[1] == 6 else None)
+
+
+def _count_text_rows(path: Path) -> int:
+    """Lines that are neither empty nor comments, counted in 1 MiB blocks without parsing (an upper bound:
+    runs of several blank lines are partly counted)."""
+    lines = skipped = 0
+    last = b"\n"  # as if a newline preceded the file, so that its first line counts like the others
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            lines += block.count(b"\n")
+            pairs = last + block  # two-byte patterns across the block boundary
+            skipped += pairs.count(b"\n#") + pairs.count(b"\n\n") + pairs.count(b"\n\r\n")
+            last = block[-1:]
+    if last != b"\n":
+        lines += 1  # a last line without a newline
+    return lines - skipped
 
 
 def _ply_header(path: Path):
@@ -93,23 +113,13 @@ def _ply_header(path: Path):
 
 
 def ply_element_counts(path: Path) -> dict[str, int]:
-    """Element name -> declared count, from the PLY header only (cheap, before reading any data)."""
-    with path.open("rb") as f:
-        head = f.read(65536)
-    if not head.startswith(b"ply"):
-        raise InputError(f"{path.name} is not a PLY file (missing 'ply' magic)")
-    end = head.find(b"end_header")
-    if end < 0:
-        raise InputError(f"{path.name}: PLY header has no 'end_header' line")
-    counts = {}
-    for line in head[:end].decode("ascii", errors="replace").splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "element":
-            try:
-                counts[parts[1]] = int(parts[2])
-            except ValueError as exc:
-                raise InputError(f"{path.name}: bad element count in PLY header: {line!r}") from exc
-    return counts
+    """Element name -> declared count, from the PLY header only (cheap, before reading any data).
+
+    The header is checked against the PLY spec and the file's size first (formats.read_ply_header),
+    so a count no file could hold never reaches a parser.
+    """
+    header = formats.read_ply_header(Path(path))
+    return {e.name: e.count for e in header.elements}
 
 
 def ply_has_faces(path: Path) -> bool:
@@ -118,6 +128,9 @@ def ply_has_faces(path: Path) -> bool:
 
 
 def _read_ply_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    header = formats.read_ply_header(path)
+    formats.check_ply_properties(header, path.name, "vertex", ("x", "y", "z", "nx", "ny", "nz", "normal_x",
+                                                               "normal_y", "normal_z"))
     ply, trailing = _ply_header(path)
     if "vertex" not in ply:
         raise InputError(f"{path.name}: PLY has no 'vertex' element")
@@ -154,26 +167,21 @@ def _pick(arrays: dict[str, np.ndarray], keys: tuple[str, ...]) -> tuple[str, np
 def _split_columns(name: str, array: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     if array.ndim != 2 or array.shape[1] not in (3, 6):
         raise InputError(f"{name}: {what} must have shape (N, 3) or (N, 6), got {array.shape}")
-    if not np.issubdtype(array.dtype, np.number):
-        raise InputError(f"{name}: {what} must be numeric, got dtype {array.dtype}")
+    if array.dtype.names is not None or array.dtype.kind not in "fiu":
+        # Complex numbers would be cast to their real part with only a warning.
+        raise InputError(f"{name}: {what} must hold real integers or floats, got dtype {array.dtype}")
     array = array.astype(np.float64, copy=False)
     return array[:, :3], (array[:, 3:6] if array.shape[1] == 6 else None)
 
 
 def _read_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"cannot read {path.name} as .npy: {exc}") from exc
-    return _split_columns(path.name, np.asarray(array), "the array")
+    # formats.read_npy checks the header's shape x itemsize against the file before allocating.
+    return _split_columns(path.name, formats.read_npy(path), "the array")
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise InputError(f"cannot read {path.name} as .npz (corrupt or truncated archive?): {exc}") from exc
+    # Members are inflated under size and ratio caps (formats.read_npz), never by np.load.
+    arrays = formats.read_npz(path)
     found = _pick(arrays, _POINT_KEYS)
     if found is None:
         if len(arrays) == 1:
@@ -190,6 +198,8 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         if normals is not None:
             raise InputError(f"{path.name}: normals given twice ({key!r} has 6 columns and {nkey!r} exists)")
         narray = np.asarray(narray)
+        if narray.dtype.names is not None or narray.dtype.kind not in "fiu":
+            raise InputError(f"{path.name}: normals {nkey!r} must hold real integers or floats, got {narray.dtype}")
         if narray.shape != points.shape:
             raise InputError(f"{path.name}: normals {nkey!r} have shape {narray.shape}, points {points.shape}")
         normals = narray.astype(np.float64)
@@ -225,6 +235,11 @@ def load_raw(
         declared = ply_element_counts(path).get("vertex", 0)
         if declared > max_points:
             raise InputError(f"{path.name} declares {declared} points; at most {max_points} are allowed")
+    if ext == ".xyz" and max_points is not None:
+        # Counted before parsing: loadtxt would first build every row of an oversized file.
+        rows = _count_text_rows(path)
+        if rows > max_points:
+            raise InputError(f"{path.name} has {rows} lines of points; at most {max_points} are allowed")
     points, normals = _READERS[ext](path)
     return RawCloud(points, normals, "pointcloud", ext[1:], len(points))
 
@@ -245,11 +260,17 @@ def check_points(points: np.ndarray, name: str, *, min_points: int = 100, max_po
         raise InputError(
             f"{name} has {int((~finite).sum())} points with NaN or infinite coordinates (first at row {int(np.argmin(finite))})"
         )
+    largest = float(np.abs(points).max())
+    if largest > MAX_COORDINATE:
+        row = int(np.argmax(np.abs(points).max(axis=1)))
+        raise InputError(f"{name} has coordinates up to {largest:.3g} in magnitude (row {row}); at most "
+                         f"{MAX_COORDINATE:.0e} are accepted: use other units or subtract an offset")
     extent = points.max(axis=0) - points.min(axis=0)
     if not extent.max() > 0:
         raise InputError(f"{name}: all {n} points are identical; a surface needs 3D extent")
-    # Principal extents catch a tilted plane that an axis-aligned bbox would not.
-    centred = points - points.mean(axis=0)
+    # Principal extents catch a tilted plane that an axis-aligned bbox would not. Scaled by the extent
+    # first, so that the covariance cannot overflow whatever the units.
+    centred = (points - points.mean(axis=0)) / float(extent.max())
     cov = centred.T @ centred / n
     eig = np.clip(np.linalg.eigvalsh(cov), 0.0, None)
     ratio = float(np.sqrt(eig[0] / eig[-1]))

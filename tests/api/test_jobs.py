@@ -64,6 +64,13 @@ def test_an_override_bad_on_one_device_only_fails_at_submit(client, sphere_file)
     assert r.json()["spec"]["overrides"]["device"] == "cpu"
 
 
+def test_a_prior_path_cannot_be_named_through_the_api(client, sphere_file):
+    uid = upload(client, sphere_file).json()["id"]
+    r = create_sdf_job(client, uid, overrides={**TINY_OPTIONS, "prior": {"path": "/etc/passwd"}})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_options"
+    assert ["body", "spec", "overrides", "prior"] in [e["loc"] for e in r.json()["errors"]]
+
+
 def test_input_must_suit_the_task(client, sphere_file):
     uid = upload(client, sphere_file).json()["id"]
     r = client.post("/v1/jobs", json={"spec": {"task": "image", "preset": "fast"}, "inputs": [uid]})

@@ -59,7 +59,14 @@ def test_methods_and_schema(client):
     assert {m["name"] for m in items} == {"sdf", "image", "occupancy"}
     sdf = client.get("/v1/methods/sdf").json()
     schema = sdf["spec_schema"]
-    assert set(schema["properties"]) == {"task", "preset", "overrides"}
+    assert set(schema["properties"]) == {"task", "method", "preset", "overrides"}
+    # Which methods each task has: the kernel solve only for sdf, with its own presets per device.
+    assert {m["name"]: m["methods"] for m in items} == {"sdf": ["neural", "kernel"], "image": ["neural"],
+                                                         "occupancy": ["neural"]}
+    kernel = sdf["method_preset_options"]["kernel"]
+    assert kernel["cpu"]["balanced"]["method"] == "kernel" and "voxel_per_spacing" in kernel["cpu"]["balanced"]["kernel"]
+    assert sdf["method_preset_options"]["neural"] == sdf["preset_options"]
+    assert "kernel" in str(schema["properties"]["method"]) and "kernel" in schema["properties"]["overrides"]["properties"]
     overrides = schema["properties"]["overrides"]
     assert "precondition" in overrides["properties"] and "train" in overrides["properties"]
     # Presets are published per device: a GPU worker trains with bigger batches than a CPU one.

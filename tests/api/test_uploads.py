@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -117,3 +119,19 @@ def test_api_keys_isolate_owners(make_settings, sphere_file):
         assert c.get("/v1/jobs", headers=b).json()["items"] == []
         assert [j["id"] for j in c.get("/v1/jobs", headers=a).json()["items"]] == [jid]
         assert c.post(f"/v1/jobs/{jid}/cancel", headers=b).status_code == 404
+
+
+def test_a_full_disk_is_507_not_500():
+    # /dev/full answers every write with ENOSPC, as a full data directory does.
+    import anyio
+
+    from api.services.uploads import stream_to_file
+    from service.errors import ProblemError
+
+    async def chunks():
+        for _ in range(64):
+            yield b"x" * 65536
+
+    with pytest.raises(ProblemError) as info:
+        anyio.run(stream_to_file, chunks(), Path("/dev/full"), 1 << 30)
+    assert info.value.status == 507 and info.value.code == "insufficient_storage"

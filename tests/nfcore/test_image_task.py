@@ -29,6 +29,7 @@ def _synthetic(h: int = 32, w: int = 32) -> np.ndarray:
 
 def _config(steps: int = 200, **overrides):
     base = {
+        "encoding": {"type": "identity"},
         "network": {"type": "siren", "hidden_features": 64, "hidden_layers": 2},
         "optimizer": {"type": "adam", "lr": 1e-3},
         "train": {"steps": steps, "progress_interval_s": 0},
@@ -98,6 +99,22 @@ def test_bad_image_tensor_is_rejected() -> None:
 
 
 # ---- whole fits --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["fast", "balanced"])
+def test_the_image_presets_fit_a_photo_like_image_quickly(tmp_path: Path, preset: str) -> None:
+    # The presets' hash grid must reach a usable fit within their own step budget (SIREN needed
+    # thousands of slow steps); a 96x128 image with edges, a gradient and noise-like texture.
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:128] / 96.0
+    img = np.stack([x, y, 0.5 + 0.5 * np.sin(12 * x) * np.cos(9 * y)], axis=-1)
+    img[(x - 0.6) ** 2 + (y - 0.5) ** 2 < 0.05] = [0.9, 0.3, 0.1]
+    img += rng.normal(0, 0.01, img.shape)
+    src = write_image(np.clip(img, 0, 1).astype(np.float32), tmp_path / "photo.png")
+    config = resolve(MethodSpec(task="image", preset=preset), "cpu")
+    assert config.encoding.type == "hashgrid"
+    result = fit(src, config, tmp_path / "out", device="cpu")
+    assert result.metrics["psnr"] > 30.0, result.metrics["psnr"]
 
 
 def test_fit_round_trip_reaches_psnr(tmp_path: Path) -> None:

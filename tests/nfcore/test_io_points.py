@@ -283,3 +283,35 @@ def test_shared_bunny_xyz_and_ply_agree(shared_data):
     assert len(a) == len(b) == 10_000
     np.testing.assert_allclose(a.points, b.points, atol=1e-5)
     np.testing.assert_allclose(a.normals, b.normals, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["savez", "savez_compressed", "bzip2", "fortran", "float32", "big_endian", "int"])
+def test_valid_npz_and_npy_variants_still_read(tmp_path, cloud, variant):
+    # The bounded readers (nfcore.io.formats) must accept every array numpy itself writes.
+    import io
+    import zipfile
+
+    points, normals = cloud
+    data = np.hstack([points, normals]).astype(np.float64)
+    if variant == "float32":
+        data = data.astype(np.float32)
+    elif variant == "big_endian":
+        data = data.astype(">f8")
+    elif variant == "int":
+        data = np.round(data * 1000).astype(np.int32)
+    npz = variant in ("savez", "savez_compressed", "bzip2")
+    path = tmp_path / ("c.npz" if npz else "c.npy")
+    if variant == "savez":
+        np.savez(path, points=data)
+    elif variant == "savez_compressed":
+        np.savez_compressed(path, points=data)
+    elif variant == "bzip2":
+        buf = io.BytesIO()
+        np.save(buf, data)
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_BZIP2) as zf:
+            zf.writestr("points.npy", buf.getvalue())
+    else:
+        np.save(path, np.asfortranarray(data) if variant == "fortran" else data)
+    pc = read_point_cloud(path)
+    np.testing.assert_array_equal(pc.points, np.asarray(data[:, :3], dtype=np.float32))
+    assert pc.normals.shape == (len(points), 3)

@@ -72,8 +72,9 @@ def test_the_spec_round_trips_through_json_unchanged():
 
 def test_the_json_schema_describes_overrides_as_a_partial_config():
     schema = MethodSpec.json_schema()
-    assert set(schema["properties"]) == {"task", "preset", "overrides"}
+    assert set(schema["properties"]) == {"task", "method", "preset", "overrides"}
     assert schema["properties"]["task"]["enum"] == list(TASKS)
+    assert schema["properties"]["method"]["enum"] == ["neural", "kernel"]
     overrides = schema["properties"]["overrides"]
     assert {"encoding", "network", "precondition", "train", "extraction"} <= set(overrides["properties"])
     assert "required" not in str(overrides)  # any subset of fields may be given
@@ -91,3 +92,28 @@ def _refs(node):
     elif isinstance(node, list):
         for value in node:
             yield from _refs(value)
+
+
+def test_the_kernel_method_resolves_to_its_presets_and_only_for_sdf():
+    config = resolve(MethodSpec(task="sdf", method="kernel", preset="fast"), "cpu")
+    assert config.method == "kernel" and config.kernel.voxel_per_spacing == 1.8
+    assert config.extraction.largest_component is False  # open scans must stay open
+    assert resolve(MethodSpec(method="kernel"), "cuda").kernel.max_depth > config.kernel.max_depth
+    assert resolve(MethodSpec(), "cpu").method == "neural"  # the default is unchanged
+    for task in ("image", "occupancy"):
+        with pytest.raises(ValidationError) as info:
+            MethodSpec(task=task, method="kernel")
+        assert info.value.errors()[0]["loc"] == ("method",) and "not available for task" in str(info.value)
+    with pytest.raises(ValidationError, match="overrides.method"):
+        MethodSpec(method="kernel", overrides={"method": "neural"})
+    with pytest.raises(ValidationError) as info:
+        resolve(MethodSpec(method="kernel", overrides={"kernel": {"levels": 0}}), "cpu")
+    assert info.value.errors()[0]["loc"] == ("kernel", "levels")
+
+
+def test_a_spec_is_dumped_as_stated_with_or_without_a_method():
+    assert "method" not in MethodSpec(task="sdf", preset="fast").model_dump(mode="json")  # as before methods existed
+    assert MethodSpec(method="neural").model_dump()["method"] == "neural"  # named explicitly: kept
+    kernel = MethodSpec(method="kernel", overrides={"kernel": {"depth": 6}})
+    again = MethodSpec.model_validate_json(kernel.model_dump_json())
+    assert again == kernel and again.method == "kernel" and resolve(again, "cpu").kernel.depth == 6

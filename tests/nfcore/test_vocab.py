@@ -26,9 +26,20 @@ def test_config_and_cli_use_the_same_names():
     fit = build_parser()._subparsers._group_actions[0].choices["fit"]
     choices = {a.dest: a.choices for a in fit._actions}
     assert tuple(choices["task"]) == vocab.TASKS and tuple(choices["preset"]) == vocab.PRESETS
+    assert tuple(choices["method"]) == vocab.METHODS
+    assert typing.get_args(MethodConfig.model_fields["method"].annotation) == vocab.METHODS
+    assert set(vocab.TASK_METHODS) == set(vocab.TASKS) and all(
+        set(m) <= set(vocab.METHODS) and m[0] == "neural" for m in vocab.TASK_METHODS.values())
 
 
 def test_task_extensions_and_the_default_task():
     assert ".tif" in vocab.task_extensions("image") and ".xyz" in vocab.task_extensions("sdf")
     assert ".xyz" not in vocab.task_extensions("occupancy")
     assert vocab.default_task_for("scan.PNG") == "image" and vocab.default_task_for("scan.ply") == "sdf"
+
+
+def test_every_task_in_the_vocabulary_is_registered():
+    # /v1/methods advertises every vocabulary task as available without importing torch to check.
+    from nfcore.tasks import TASK_TYPES
+
+    assert set(TASK_TYPES) == set(vocab.TASKS)

@@ -33,7 +33,7 @@ def test_fit_writes_mesh_in_input_frame_and_summary(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "fit residuals" in proc.stdout and "wrote" in proc.stdout
+    assert "fit residuals" in proc.stdout and "wrote" in proc.stdout and "phases: load" in proc.stdout
     mesh = trimesh.load(out, force="mesh")
     radius = np.linalg.norm(mesh.vertices - 2.0, axis=1)
     assert abs(np.median(radius) - 1.5) < 0.1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import redis
@@ -81,3 +82,28 @@ def test_expiry_removes_artifacts_and_uploads(client, services, sphere_file):
     assert services.artifacts.find_job_input(jid) is None
     r = client.post(f"/v1/jobs/{jid}/retry")
     assert r.status_code == 410 and r.json()["code"] == "input_expired"
+
+
+def test_messages_the_broker_lost_are_republished_in_order(client, services, sphere_file):
+    """A broker that forgot its lists (restart without persistence): only the lost jobs go out again, oldest first."""
+    uid = upload(client, sphere_file).json()["id"]
+    ids = [create_sdf_job(client, uid).json()["id"] for _ in range(3)]
+    for jid in ids:  # published long enough ago to be looked for
+        services.store._update(jid, published_at=utcnow() - timedelta(seconds=10))
+    reaper = _reaper(services)
+    assert reaper.lost_messages() == [] and reaper.run_once()["republished_lost"] == 0  # all held: nothing sent
+    r = redis.Redis.from_url(services.settings.broker_url)
+    try:
+        held = services.queue.broker_job_ids()
+        assert set(ids) <= held
+        for key in r.scan_iter(f"{services.settings.gpu_queue}*"):  # what a restart without AOF does
+            r.delete(key)
+        assert [j.id for j in reaper.lost_messages()] == ids
+        assert reaper.run_once()["republished_lost"] == 3
+        assert set(ids) <= services.queue.broker_job_ids()
+        # Re-published to the list workers read first, in submission order (kombu pops from the right).
+        order = [json.loads(m)["headers"]["id"] for m in reversed(r.lrange(services.settings.gpu_queue, 0, -1))]
+        assert order == ids
+    finally:
+        r.close()
+    assert reaper.run_once()["republished_lost"] == 0

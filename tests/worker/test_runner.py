@@ -92,7 +92,24 @@ def test_exhausted_attempts_fail_with_worker_lost(client, services, ctx, sphere_
         assert store.requeue(jid, attempt, utcnow() + timedelta(seconds=5))
     assert run_job(jid, ctx) == "failed"
     job = store.get_job(jid)
-    assert job.status == JobStatus.failed.value and job.attempt == 3 and job.error["code"] == "worker_lost"
+    # Never a third run: the record keeps attempt == max_attempts (issue 9 saw "attempt 3 of 2").
+    assert job.status == JobStatus.failed.value and job.attempt == 2 and job.error["code"] == "worker_lost"
+    assert store.claim(jid, "late", stale_before=utcnow()) is None
+
+
+def test_stale_last_attempt_is_failed_not_taken_over(client, services, ctx, sphere_file):
+    from datetime import timedelta
+
+    jid = create_sdf_job(client, upload(client, sphere_file).json()["id"]).json()["id"]
+    store = services.store
+    assert store.claim(jid, "ghost", stale_before=utcnow()).attempt == 1
+    assert store.requeue(jid, 1, utcnow() + timedelta(seconds=5))
+    assert store.claim(jid, "ghost2", stale_before=utcnow()).attempt == 2
+    store._update(jid, heartbeat_at=utcnow() - timedelta(seconds=60))  # the second worker died too
+    # A redelivered message finds the job running with a dead heartbeat and no attempt left.
+    assert run_job(jid, ctx) == "failed"
+    job = store.get_job(jid)
+    assert job.attempt == 2 and job.error["code"] == "worker_lost" and "max_attempts=2" in job.error["detail"]
 
 
 def test_exceptions_map_to_error_codes(ctx):

@@ -1,0 +1,151 @@
+"""What a point cloud looks like before anything is fitted to it: size, extent, spacing, noise, shape.
+
+`analyze_cloud(points, normals=None) -> CloudAnalysis` measures, from k-nearest-neighbour queries,
+the figures that methods size themselves by (the kernel method picks its voxel size from the
+spacing and its smoothing from the noise), and `CloudAnalysis.degenerate_reason()` says why a
+cloud cannot bound a surface (a handful of points, zero extent, collinear, coplanar).
+
+Definitions (all in the cloud's own units):
+- `nn_distance`: median distance from a point to its nearest neighbour;
+- `spacing`: sqrt(surface area per point), from the k-NN density: k points lie within the k-th
+  neighbour distance r_k, on about pi r_k^2 of surface, so spacing = r_k sqrt(pi / k) (median over
+  points). A regular grid of step s has spacing s; a uniform random cloud has sqrt(area / N);
+- `noise`: the median RMS distance of a point's neighbourhood to its best-fitting plane (smallest
+  PCA eigenvalue), corrected for the degrees of freedom the plane fit takes. On a clean smooth
+  surface it measures curvature over the neighbourhood, which is small next to the spacing.
+
+Queries run on at most `max_queries` points (chosen with an explicit generator) against a k-d tree
+of the whole cloud, so the cost stays about linear in N (the tree) for clouds of millions of points.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from scipy.spatial import cKDTree
+
+from nfcore.errors import InputError
+
+MIN_POINTS = 10
+"""Fewer points than this cannot describe a surface (a handful of points is an error)."""
+FLAT_RATIO = 1e-6
+"""A principal extent below this fraction of the largest counts as zero (collinear or coplanar)."""
+
+
+class CloudAnalysis(BaseModel):
+    """Figures of one point cloud (lengths in the cloud's units)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_points: int
+    has_normals: bool
+    bbox_min: list[float]
+    bbox_max: list[float]
+    extent: float
+    """Longest side of the axis-aligned bounding box."""
+    diagonal: float
+    """Length of the bounding-box diagonal."""
+    principal_extents: list[float]
+    """Standard deviations of the points along their three principal axes, largest first."""
+    nn_distance: float
+    """Median distance to the nearest neighbour."""
+    spacing: float
+    """sqrt(surface area per point), from the k-NN density (median)."""
+    noise: float
+    """Estimated standard deviation of the positions across the surface (median over neighbourhoods)."""
+    k_neighbors: int
+    """Neighbourhood size the figures were measured with."""
+    n_queries: int
+    """Points the neighbourhood figures were measured at."""
+
+    def degenerate_reason(self) -> str | None:
+        """Why no surface can be reconstructed from this cloud, or None when it spans 3D."""
+        if self.n_points < MIN_POINTS:
+            return f"the point cloud has {self.n_points} points; a surface needs at least {MIN_POINTS}"
+        if not self.extent > 0:
+            return "the point cloud has zero extent (all points coincide)"
+        s = self.principal_extents
+        if s[1] <= FLAT_RATIO * s[0]:
+            return (f"the points are collinear (principal extents {s[0]:.3g}, {s[1]:.3g}, {s[2]:.3g}); "
+                    "a surface needs points spread in three dimensions")
+        if s[2] <= FLAT_RATIO * s[0]:
+            return (f"the points are coplanar (principal extents {s[0]:.3g}, {s[1]:.3g}, {s[2]:.3g}); "
+                    "a surface needs points spread in three dimensions")
+        return None
+
+    def require_surface(self) -> None:
+        """Raise InputError naming the problem when `degenerate_reason()` finds one."""
+        reason = self.degenerate_reason()
+        if reason is not None:
+            raise InputError(reason)
+
+
+def analyze_cloud(
+    points: np.ndarray,
+    normals: np.ndarray | None = None,
+    *,
+    k: int = 16,
+    max_queries: int = 20_000,
+    rng: np.random.Generator | None = None,
+) -> CloudAnalysis:
+    """Measure extent, spacing and noise of an (N, 3) cloud (see the module docstring).
+
+    Args:
+        points: (N, 3) positions. normals: optional (N, 3) (only recorded for now).
+        k: neighbours per query for spacing and noise (fewer when the cloud is smaller).
+        max_queries: neighbourhoods measured at most; rng picks them (default: seed 0).
+    Raises:
+        InputError: the array is not (N, 3), is empty, or holds NaN/inf.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise InputError(f"points must be an (N, 3) array, got shape {pts.shape}")
+    n = len(pts)
+    if n == 0:
+        raise InputError("the point cloud is empty")
+    if not np.isfinite(pts).all():
+        raise InputError("the point cloud holds NaN or infinite coordinates")
+    if normals is not None and np.asarray(normals).shape != pts.shape:
+        raise InputError(f"normals must match points {pts.shape}, got {np.asarray(normals).shape}")
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    centered = pts - pts.mean(axis=0)
+    cov = centered.T @ centered / n  # (3, 3)
+    principal = np.sqrt(np.clip(np.linalg.eigvalsh(cov)[::-1], 0.0, None))  # (3,) largest first
+
+    k_eff = int(min(k, n - 1))
+    nn = spacing = noise = 0.0
+    n_queries = 0
+    if k_eff >= 1:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        queries = pts if n <= max_queries else pts[rng.choice(n, size=max_queries, replace=False)]
+        n_queries = len(queries)
+        tree = cKDTree(pts)
+        dist, idx = tree.query(queries, k=k_eff + 1, workers=-1)  # (Q, k+1): the point itself first
+        dist, idx = dist[:, 1:], idx[:, 1:]
+        nn = float(np.median(dist[:, 0]))
+        spacing = float(np.median(dist[:, -1]) * math.sqrt(math.pi / k_eff))
+        if k_eff >= 4:
+            nbhd = pts[idx] - pts[idx].mean(axis=1, keepdims=True)  # (Q, k, 3)
+            ev = np.linalg.eigvalsh(np.einsum("qki,qkj->qij", nbhd, nbhd) / k_eff)  # (Q, 3) ascending
+            # The plane fit takes 3 degrees of freedom from k points: E[smallest eigenvalue] is about
+            # sigma^2 (k - 3) / k for isotropic noise of std sigma.
+            noise = float(np.median(np.sqrt(np.clip(ev[:, 0], 0.0, None) * k_eff / (k_eff - 3))))
+    return CloudAnalysis(
+        n_points=n,
+        has_normals=normals is not None,
+        bbox_min=lo.tolist(),
+        bbox_max=hi.tolist(),
+        extent=float((hi - lo).max()),
+        diagonal=float(np.linalg.norm(hi - lo)),
+        principal_extents=principal.tolist(),
+        nn_distance=nn,
+        spacing=spacing,
+        noise=noise,
+        k_neighbors=k_eff,
+        n_queries=n_queries,
+    )
+
+
+__all__ = ["CloudAnalysis", "analyze_cloud", "MIN_POINTS"]
