@@ -19,7 +19,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from nfcore.vocab import TASK_METHODS, MeshFormat, MethodName, TaskName
+from nfcore.vocab import MeshFormat, MethodName, TaskName, check_method
 
 
 class _Model(BaseModel):
@@ -516,11 +516,7 @@ class MethodConfig(_Model):
     @field_validator("method")
     @classmethod
     def _method_of_task(cls, method: str, info: ValidationInfo) -> str:
-        task = info.data.get("task")
-        if task is not None and method not in TASK_METHODS[task]:
-            raise ValueError(f"method {method!r} is not available for task {task!r}; "
-                             f"choose one of {', '.join(TASK_METHODS[task])}")
-        return method
+        return check_method(info.data.get("task"), method)
 
     def precondition_enabled(self) -> bool:
         """Whether stochastic preconditioning is on, resolving the per-encoding default."""

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from nfcore.config import MethodConfig
 from nfcore.presets import merge, preset_overrides
-from nfcore.vocab import DEVICE_KINDS, TASK_METHODS, MethodName, PresetName, TaskName
+from nfcore.vocab import DEVICE_KINDS, MethodName, PresetName, TaskName, check_method
 
 
 class MethodSpec(BaseModel):
@@ -49,11 +49,7 @@ class MethodSpec(BaseModel):
     @field_validator("method")
     @classmethod
     def _method_of_task(cls, method: str, info: ValidationInfo) -> str:
-        task = info.data.get("task")
-        if task is not None and method not in TASK_METHODS[task]:
-            raise ValueError(f"method {method!r} is not available for task {task!r}; "
-                             f"choose one of {', '.join(TASK_METHODS[task])}")
-        return method
+        return check_method(info.data.get("task"), method)
 
     @model_validator(mode="after")
     def _consistent(self) -> MethodSpec:

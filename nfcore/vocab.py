@@ -62,6 +62,14 @@ TASK_OUTPUT_FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 
+def check_method(task: str | None, method: str) -> str:
+    """`method` if `task` has it (or no task is known yet), else ValueError naming the choices."""
+    if task is not None and method not in TASK_METHODS[task]:
+        raise ValueError(f"method {method!r} is not available for task {task!r}; "
+                         f"choose one of {', '.join(TASK_METHODS[task])}")
+    return method
+
+
 def task_extensions(task: str) -> tuple[str, ...]:
     """Every file extension `task` accepts, sorted."""
     return tuple(sorted({ext for kind in TASK_INPUT_KINDS[task] for ext in INPUT_EXTENSIONS[kind]}))
@@ -75,5 +83,5 @@ def default_task_for(path: str | Path) -> str:
 __all__ = [
     "TaskName", "TASKS", "MethodName", "METHODS", "TASK_METHODS", "PresetName", "PRESETS", "DeviceKind", "DEVICE_KINDS", "MeshFormat", "MESH_FORMATS",
     "InputKind", "INPUT_KINDS", "POINT_CLOUD_EXTENSIONS", "MESH_EXTENSIONS", "IMAGE_EXTENSIONS",
-    "INPUT_EXTENSIONS", "TASK_INPUT_KINDS", "TASK_OUTPUT_FORMATS", "task_extensions", "default_task_for",
+    "INPUT_EXTENSIONS", "TASK_INPUT_KINDS", "TASK_OUTPUT_FORMATS", "task_extensions", "default_task_for", "check_method",
 ]

@@ -16,14 +16,13 @@ import trimesh
 
 from nfcore.analysis import CloudAnalysis, analyze_cloud
 from nfcore.config import MethodConfig
-from nfcore.io import read_point_cloud
 from nfcore.kernel.extract import extract_sparse, trim
 from nfcore.kernel.field import KernelField
 from nfcore.kernel.reconstruct import KernelSolution, solve_kernel_field
 from nfcore.mesh import field_normals
 from nfcore.normalize import fit_similarity
 from nfcore.tasks.base import PhaseProgress
-from nfcore.tasks.sdf import SDFTask
+from nfcore.tasks.sdf import SDFTask, read_input_cloud
 
 
 @contextmanager
@@ -50,15 +49,7 @@ class KernelSDFTask(SDFTask):
     def load(cls, input_path: Path, config: MethodConfig, device: torch.device, progress: PhaseProgress) -> KernelSDFTask:
         """Read the cloud, reject degenerate ones (before any solve), map it into the cube, measure it there."""
         icfg = config.input
-        cloud = read_point_cloud(
-            input_path,
-            estimate_normals=icfg.estimate_normals,
-            normal_neighbors=icfg.normal_neighbors,
-            min_points=icfg.min_points,
-            max_points=icfg.max_points,
-            mesh_samples=icfg.mesh_samples,
-            seed=config.train.seed,
-        )
+        cloud = read_input_cloud(input_path, config)
         # Degeneracy needs only the principal extents: few neighbourhood queries. InputError naming the problem.
         analyze_cloud(cloud.points, cloud.normals, max_queries=1000, rng=np.random.default_rng(config.train.seed)).require_surface()
         similarity = fit_similarity(cloud.points, margin=icfg.normalize_margin)

@@ -26,6 +26,20 @@ from nfcore.tasks.base import PhaseProgress
 from nfcore.tasks.surface import SurfaceTask, surface_metrics
 
 
+def read_input_cloud(input_path: Path, config: MethodConfig):
+    """The oriented cloud an SDF method fits, read as `config.input` says (normals estimated where missing)."""
+    icfg = config.input
+    return read_point_cloud(
+        input_path,
+        estimate_normals=icfg.estimate_normals,
+        normal_neighbors=icfg.normal_neighbors,
+        min_points=icfg.min_points,
+        max_points=icfg.max_points,
+        mesh_samples=icfg.mesh_samples,
+        seed=config.train.seed,
+    )
+
+
 class SDFTask(SurfaceTask):
     """Batches of on-surface points with normals plus off-surface points, and the SDF loss.
 
@@ -62,17 +76,8 @@ class SDFTask(SurfaceTask):
     @classmethod
     def load(cls, input_path: Path, config: MethodConfig, device: torch.device, progress: PhaseProgress) -> SDFTask:
         """Read a cloud (or sample a mesh), estimating normals where missing, and map it into the cube."""
-        icfg = config.input
-        cloud = read_point_cloud(
-            input_path,
-            estimate_normals=icfg.estimate_normals,
-            normal_neighbors=icfg.normal_neighbors,
-            min_points=icfg.min_points,
-            max_points=icfg.max_points,
-            mesh_samples=icfg.mesh_samples,
-            seed=config.train.seed,
-        )
-        similarity = fit_similarity(cloud.points, margin=icfg.normalize_margin)
+        cloud = read_input_cloud(input_path, config)
+        similarity = fit_similarity(cloud.points, margin=config.input.normalize_margin)
         unit_points = similarity.to_unit(cloud.points).astype(np.float32)  # (N, 3) in [-1, 1]
         return cls(
             torch.as_tensor(unit_points, device=device),
