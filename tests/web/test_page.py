@@ -113,7 +113,9 @@ def test_upload_job_progress_result_and_downloads(page, served, tmp_path):
     # live progress over the event stream: phase and step in the text, points on both plots
     page.wait_for_function("document.querySelector('#progress-text').textContent.includes('step')", timeout=120_000)
     page.wait_for_function("document.querySelectorAll('#loss-plot path').length >= 2", timeout=120_000)
-    page.wait_for_selector("#noise-plot path", timeout=120_000)
+    # a data mark on the noise plot: a line once there are two points, a marker for each while few
+    page.wait_for_function("document.querySelectorAll('#noise-plot circle, #noise-plot path[d*=\"L\"]').length > 0",
+                           timeout=120_000)
     page.wait_for_selector("#mesh-view canvas", timeout=180_000)
     page.wait_for_function("window.nfrecon.meshLoad && document.querySelector('#mesh-view').dataset.frames > 0")
     stats = page.evaluate("({lat: window.nfrecon.progressLatencies, mesh: window.nfrecon.meshLoad})")

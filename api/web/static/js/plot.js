@@ -43,12 +43,14 @@ export function linePlot(container, series, { title = "", xLabel = "step", log =
   root.append(svg("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle", class: "plot-tick" }, xLabel));
   let legendX = W - R; // legend entries on the title line, right-aligned, so they never cover a curve
   names.forEach((name, i) => {
-    const d = series[name]
-      .filter(([, y]) => Number.isFinite(y) && (!log || y > 0))
-      .map(([x, y], j) => `${j ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`)
-      .join("");
+    const shown = series[name].filter(([, y]) => Number.isFinite(y) && (!log || y > 0));
+    const d = shown.map(([x, y], j) => `${j ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join("");
     const color = COLORS[i % COLORS.length];
     root.append(svg("path", { d, fill: "none", stroke: color, "stroke-width": 1.8 }));
+    // A short job may report only a point or two: a line of one point draws nothing, so mark them.
+    if (shown.length < 20) {
+      for (const [x, y] of shown) root.append(svg("circle", { cx: sx(x).toFixed(1), cy: sy(y).toFixed(1), r: 2.5, fill: color }));
+    }
     root.append(svg("text", { x: legendX, y: 15, "text-anchor": "end", fill: color, class: "plot-legend" }, name));
     legendX -= 7 * name.length + 12;
   });
