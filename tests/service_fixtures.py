@@ -201,3 +201,21 @@ class Receiver:
 
     def events(self) -> list[dict]:
         return [json.loads(r["body"]) for r in self.requests]
+
+
+FINISHED = ("succeeded", "failed", "canceled")
+
+
+def worker_test_settings(tmp_path, **extra):
+    """Settings for a test with real workers on the real Redis: its own queues, quick heartbeats, no reaper."""
+    from service.settings import Settings
+
+    return Settings(data_dir=tmp_path / "data", broker_url=require_redis(), queue_prefix=unique_prefix(),
+                    reaper_enabled=False, republish_on_startup=False, heartbeat_interval_s=0.5,
+                    progress_interval_s=0.2, stale_after_s=2.0, **extra)
+
+
+def finish_job(api, jid: str, timeout: float = 180) -> dict:
+    """Poll GET /v1/jobs/{jid} until the job is finished; return it."""
+    return wait_for(lambda: (j := api.get(f"/v1/jobs/{jid}").json())["status"] in FINISHED and j, timeout,
+                    interval=0.5, what=f"job {jid} to finish")

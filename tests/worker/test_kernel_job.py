@@ -12,43 +12,31 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from nfcore.presets import preset_overrides
-from service.settings import Settings
 from tests.service_fixtures import (
     cleanup_redis_prefix,
-    require_redis,
+    finish_job,
     sphere_file,  # noqa: F401 (fixture)
     start_worker,
-    unique_prefix,
     upload,
-    wait_for,
+    worker_test_settings,
 )
 
 pytestmark = pytest.mark.slow
 
-FINISHED = ("succeeded", "failed", "canceled")
 KERNEL_SPEC = {"task": "sdf", "method": "kernel", "preset": "fast", "overrides": {"extraction": {"formats": ["ply", "obj"]}}}
 
 
-def _settings(tmp_path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", broker_url=require_redis(), queue_prefix=unique_prefix(),
-                    reaper_enabled=False, republish_on_startup=False, heartbeat_interval_s=0.5,
-                    progress_interval_s=0.2, stale_after_s=2.0)
-
-
-def _finish(api, jid: str) -> dict:
-    return wait_for(lambda: (j := api.get(f"/v1/jobs/{jid}").json())["status"] in FINISHED and j, 180,
-                    interval=0.5, what=f"job {jid} to finish")
 
 
 def test_a_kernel_job_runs_on_a_real_worker_and_fails_cleanly_when_it_must(tmp_path, sphere_file):  # noqa: F811
-    settings = _settings(tmp_path)
+    settings = worker_test_settings(tmp_path)
     worker = start_worker(settings, tmp_path, "kernel")
     try:
         with TestClient(create_app(settings)) as api:
             uid = upload(api, sphere_file).json()["id"]
             r = api.post("/v1/jobs", json={"inputs": [uid], "spec": KERNEL_SPEC})
             assert r.status_code == 201, r.text
-            job = _finish(api, r.json()["id"])
+            job = finish_job(api, r.json()["id"])
             assert job["status"] == "succeeded", job["error"]
             assert job["spec"] == KERNEL_SPEC  # stored as submitted
             config = job["config"]
@@ -64,7 +52,7 @@ def test_a_kernel_job_runs_on_a_real_worker_and_fails_cleanly_when_it_must(tmp_p
             spec = {"task": "sdf", "method": "kernel", "overrides": {"kernel": {"max_iterations": 2, "tolerance": 1e-9}}}
             r = api.post("/v1/jobs", json={"inputs": [uid], "spec": spec})
             assert r.status_code == 201, r.text
-            failed = _finish(api, r.json()["id"])
+            failed = finish_job(api, r.json()["id"])
             assert failed["status"] == "failed"
             assert failed["error"]["code"] == "method_diverged" and failed["error"]["retryable"] is False
             assert "residual" in failed["error"]["detail"]
@@ -74,7 +62,7 @@ def test_a_kernel_job_runs_on_a_real_worker_and_fails_cleanly_when_it_must(tmp_p
 
 
 def test_the_kernel_method_for_another_task_is_a_validation_error_naming_the_field(tmp_path, sphere_file):  # noqa: F811
-    settings = _settings(tmp_path)
+    settings = worker_test_settings(tmp_path)
     with TestClient(create_app(settings)) as api:
         uid = upload(api, sphere_file).json()["id"]
         r = api.post("/v1/jobs", json={"inputs": [uid], "spec": {"task": "occupancy", "method": "kernel"}})

@@ -12,20 +12,17 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from nfcore.presets import preset_overrides
-from service.settings import Settings
 from tests.service_fixtures import (
     cleanup_redis_prefix,
-    require_redis,
+    finish_job,
     sphere_file,  # noqa: F401 (fixture)
     start_worker,
-    unique_prefix,
     upload,
-    wait_for,
+    worker_test_settings,
 )
 
 pytestmark = pytest.mark.slow
 
-FINISHED = ("succeeded", "failed", "canceled")
 
 # Every kind of override a user can state, including what used to be shorthands (preconditioning,
 # output formats): the spec keeps them all, and a retry must run exactly this again.
@@ -44,26 +41,17 @@ FULL_SPEC = {
 }
 
 
-def _settings(tmp_path, **extra) -> Settings:
-    return Settings(data_dir=tmp_path / "data", broker_url=require_redis(), queue_prefix=unique_prefix(),
-                    reaper_enabled=False, republish_on_startup=False, heartbeat_interval_s=0.5,
-                    progress_interval_s=0.2, stale_after_s=2.0, **extra)
-
-
-def _finish(api, jid: str) -> dict:
-    return wait_for(lambda: (j := api.get(f"/v1/jobs/{jid}").json())["status"] in FINISHED and j, 180,
-                    interval=0.5, what=f"job {jid} to finish")
 
 
 def test_retry_runs_the_identical_spec_and_config(tmp_path, sphere_file):  # noqa: F811
-    settings = _settings(tmp_path)
+    settings = worker_test_settings(tmp_path)
     worker = start_worker(settings, tmp_path, "spec")
     try:
         with TestClient(create_app(settings)) as api:
             uid = upload(api, sphere_file).json()["id"]
             r = api.post("/v1/jobs", json={"inputs": [uid], "spec": FULL_SPEC})
             assert r.status_code == 201, r.text
-            first = _finish(api, r.json()["id"])
+            first = finish_job(api, r.json()["id"])
             assert first["status"] == "succeeded", first["error"]
             assert first["spec"] == FULL_SPEC and first["device"] == "cpu"
             config = first["config"]
@@ -77,7 +65,7 @@ def test_retry_runs_the_identical_spec_and_config(tmp_path, sphere_file):  # noq
 
             r = api.post(f"/v1/jobs/{first['id']}/retry")
             assert r.status_code == 201, r.text
-            second = _finish(api, r.json()["id"])
+            second = finish_job(api, r.json()["id"])
             assert second["status"] == "succeeded", second["error"]
             assert second["retry_of"] == first["id"]
             assert second["spec"] == first["spec"] and second["config"] == first["config"]
@@ -92,7 +80,7 @@ def test_the_worker_resolves_the_spec_for_its_own_device(tmp_path, sphere_file, 
     # A worker forced to CUDA (as on a GPU machine) must train with the CUDA preset, a CPU worker with
     # the CPU one. Without a GPU here the forced CUDA run then fails, but only after the worker has
     # resolved and recorded the config: that record is what this test checks.
-    settings = _settings(tmp_path, worker_device=device)
+    settings = worker_test_settings(tmp_path, worker_device=device)
     worker = start_worker(settings, tmp_path, f"dev-{device}")
     try:
         with TestClient(create_app(settings)) as api:
@@ -100,7 +88,7 @@ def test_the_worker_resolves_the_spec_for_its_own_device(tmp_path, sphere_file, 
             spec = {"task": "sdf", "preset": "fast", "overrides": {"train": {"steps": 20}, "extraction": {"resolution": 32}}}
             r = api.post("/v1/jobs", json={"inputs": [uid], "spec": spec})
             assert r.status_code == 201, r.text
-            job = _finish(api, r.json()["id"])
+            job = finish_job(api, r.json()["id"])
             preset = preset_overrides("sdf", "fast", device)
             assert job["device"] == device and job["config"]["device"] == device
             assert job["config"]["train"]["batch_size"] == preset["train"]["batch_size"]
