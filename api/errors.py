@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ProblemError, not_found
+from store import disk_full_error
 
 __all__ = ["ProblemError", "not_found", "problem_response", "install_error_handlers", "CatchAllMiddleware",
            "document_problems"]
@@ -21,7 +22,8 @@ PROBLEM_JSON = "application/problem+json"
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
           409: "conflict", 410: "gone", 413: "too_large", 415: "unsupported_format", 416: "range_not_satisfiable",
-          422: "invalid_request", 429: "queue_full", 500: "internal", 503: "unavailable"}
+          422: "invalid_request", 429: "queue_full", 500: "internal", 503: "unavailable",
+          507: "insufficient_storage"}
 
 
 def problem_response(request: Request | None, status: int, code: str, detail: str, *, title: str | None = None,
@@ -169,9 +171,18 @@ class CatchAllMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            full = disk_full_error(exc)
+            if full is not None:
+                logger.warning("%s %s: the data directory is full (%s)", scope.get("method"), scope.get("path"), full)
+            else:
+                logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise  # half an answer was sent: only closing the connection can tell the client
-            answer = problem_response(None, 500, "internal", f"internal error: {type(exc).__name__}",
-                                      instance=scope.get("path", ""))
+            if full is not None:
+                # The server's condition (a download's all.zip, a job's input link), not the client's fault.
+                answer = problem_response(None, 507, "insufficient_storage", "the server has no space left on its "
+                                          "data directory; try again later", instance=scope.get("path", ""))
+            else:
+                answer = problem_response(None, 500, "internal", f"internal error: {type(exc).__name__}",
+                                          instance=scope.get("path", ""))
             await answer(scope, receive, send)

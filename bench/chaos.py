@@ -9,7 +9,9 @@ with its Celery worker subprocess, tiny sdf jobs. Scenarios:
 3. service-restart: `nfrecon serve` gets SIGTERM mid-queue and starts again; then a crash (SIGKILL
    of the API and the whole worker) and a start again. Every earlier record and artifact is re-read.
 4. disk-full: a 20 MB tmpfs as the data directory, filled up: uploads, a running job, what is served.
-5. pollers: 50 concurrent GET /v1/jobs/{id} pollers for a bounded time while a fit runs.
+5. pollers: 50 concurrent GET /v1/jobs/{id} pollers (each every 0.5 s) and a few concurrent uploaders
+   for 2 minutes (`--poll-seconds`) while a fit runs on the same machine: latency median/p99/max, 5xx;
+   then the same pollers back to back for 10 s (throughput).
 
 For every job: lost = not terminal at the end of its scenario (or its record gone); duplicated =
 finished more than once (two "succeeded in" log lines), or attempt leftovers or two copies of an
@@ -17,10 +19,12 @@ artifact; failed-with-reason = `failed` with an error code and detail. Recovery 
 of a fault (broker back, service started again, disk freed) until a job of the scenario starts
 running again.
 
-Prints the figures and writes bench/results/chaos.json and chaos.md. Takes about 10 minutes.
-Run it alone (it times things): flock /tmp/nfrecon-bench.lock python -m bench.chaos
+Prints the figures and writes bench/results/chaos.json and chaos.md (only when every scenario ran, or
+to `--out`). Takes about 12 minutes. Run it alone (it times things):
+flock /tmp/nfrecon-bench.lock python -m bench.chaos
 
-    python -m bench.chaos [--jobs 20] [--seed 0] [--poll-seconds 20] [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
+    python -m bench.chaos [--jobs 20] [--seed 0] [--poll-seconds 120] [--uploaders 4] [--scenarios pollers,disk-full]
+                          [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"train": {"steps": 30, "batch_size": 512}, "extraction": {"resolution": 32}}
 TERMINAL = ("succeeded", "failed", "canceled")
+SCENARIOS = ("kill-child", "redis-restart", "service-restart", "pollers", "disk-full")
 ENV = {
     "NFRECON_HEARTBEAT_INTERVAL_S": "0.5", "NFRECON_STALE_AFTER_S": "3", "NFRECON_PROGRESS_INTERVAL_S": "0.5",
     "NFRECON_REAPER_INTERVAL_S": "1", "NFRECON_MAX_ATTEMPTS": "2", "NFRECON_WEBHOOKS_ENABLED": "false",
@@ -476,9 +481,14 @@ def scenario_disk_full(work: Path, redis: Redis, db_url: str, sphere: Path, size
             out["uploads_ok"] = all(a["status"] in (507, 413) and "problem+json" in a.get("content_type", "")
                                     for a in answers)
             # jobs while full: the running one and one more
-            late = submit(c, uid)
-            jobs = wait_terminal(c, [running, late], 180)
-            out["jobs_when_full"] = {k: {"status": v["status"], "error": (v.get("error") or {}).get("detail")}
+            # A job submitted while full: created (its input is a hard link) and failed by the worker, or 507.
+            r = c.post("/jobs", json={"inputs": [uid], "spec": {"task": "sdf", "preset": "fast", "overrides": TINY}})
+            out["submit_when_full"] = {"status": r.status_code, "code": r.json().get("code")}
+            late = r.json()["id"] if r.status_code == 201 else None
+            jobs = wait_terminal(c, [running] + ([late] if late else []), 180)
+            out["jobs_when_full"] = {k: {"status": v["status"], "code": (v.get("error") or {}).get("code"),
+                                         "retryable": (v.get("error") or {}).get("retryable"),
+                                         "error": (v.get("error") or {}).get("detail")}
                                      for k, v in jobs.items() if v}
             # nothing half-written is served
             served_partial = 0
@@ -496,19 +506,31 @@ def scenario_disk_full(work: Path, redis: Redis, db_url: str, sphere: Path, size
             done = wait_terminal(c, [after], 120)[after]
             out["recovery_s"] = round(time.monotonic() - t_free, 2) if done and done["status"] == "succeeded" else None
             out["after_free"] = done["status"] if done else None
-            out.update(audit(c, srv.data, [before, running, late, after]))
+            out.update(audit(c, srv.data, [before, running, *([late] if late else []), after]))
     finally:
         srv.stop()
         subprocess.run(["umount", "-l", str(mnt)], check=False)
     return out
 
 
-async def _pollers(base: str, jid: str, n: int, seconds: float, interval: float) -> tuple[list[float], dict[str, int]]:
-    """`n` clients polling one job for `seconds`, each every `interval` s (0: back to back)."""
-    times: list[float] = []
-    errors: dict[str, int] = {}
+async def _load(base: str, jid: str, n: int, seconds: float, interval: float, uploaders: int = 0,
+                upload_interval: float = 1.0, payload: bytes = b"") -> dict:
+    """`n` clients polling one job for `seconds`, each every `interval` s (0: back to back), and
+    `uploaders` clients each uploading `payload` every `upload_interval` s meanwhile (as an .xyz file).
+
+    Returns the poll latencies (s), the upload latencies (s), and both sides' non-2xx answers and
+    transport errors by kind.
+    """
+    polls: list[float] = []
+    ups: list[float] = []
+    poll_errors: dict[str, int] = {}
+    upload_errors: dict[str, int] = {}
     stop = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    limits = httpx.Limits(max_connections=n + uploaders, max_keepalive_connections=n + uploaders)
+
+    def count(errors: dict, key: str) -> None:
+        errors[key] = errors.get(key, 0) + 1
+
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
         async def poll(i: int):
             await asyncio.sleep(interval * i / n)  # spread the clients over one interval
@@ -517,35 +539,64 @@ async def _pollers(base: str, jid: str, n: int, seconds: float, interval: float)
                 try:
                     r = await client.get(f"/jobs/{jid}")
                 except httpx.HTTPError as exc:
-                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    count(poll_errors, type(exc).__name__)
                     continue
                 if r.status_code != 200:
-                    errors[f"HTTP {r.status_code}"] = errors.get(f"HTTP {r.status_code}", 0) + 1
+                    count(poll_errors, f"HTTP {r.status_code}")
                     continue
-                times.append(time.perf_counter() - t0)
+                polls.append(time.perf_counter() - t0)
                 await asyncio.sleep(max(0.0, interval - (time.perf_counter() - t0)))
 
-        await asyncio.gather(*(poll(i) for i in range(n)))
-    return times, errors
+        async def upload_loop(i: int):
+            await asyncio.sleep(upload_interval * i / max(uploaders, 1))
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/uploads", params={"filename": f"load-{i}.xyz"}, content=payload)
+                except httpx.HTTPError as exc:
+                    count(upload_errors, type(exc).__name__)
+                    continue
+                if r.status_code != 201:
+                    count(upload_errors, f"HTTP {r.status_code}")
+                else:
+                    ups.append(time.perf_counter() - t0)
+                    await client.delete(f"/uploads/{r.json()['id']}")  # keep the data directory small
+                await asyncio.sleep(max(0.0, upload_interval - (time.perf_counter() - t0)))
+
+        await asyncio.gather(*(poll(i) for i in range(n)), *(upload_loop(i) for i in range(uploaders)))
+    return {"polls": polls, "uploads": ups, "poll_errors": poll_errors, "upload_errors": upload_errors}
 
 
-def scenario_pollers(srv: Serve, c: httpx.Client, uid: str, n: int, seconds: float, interval: float) -> dict:
-    jid = submit(c, uid, {"train": {"steps": 20000, "batch_size": 512}, "extraction": {"resolution": 32}})
+def _ms(values: list[float]) -> dict:
+    if not values:
+        return {"median_ms": None, "p99_ms": None, "max_ms": None}
+    return {"median_ms": round(1000 * statistics.median(values), 1), "p99_ms": round(1000 * percentile(values, 99), 1),
+            "max_ms": round(1000 * max(values), 1)}
+
+
+def scenario_pollers(srv: Serve, c: httpx.Client, uid: str, n: int, seconds: float, interval: float,
+                     uploaders: int = 0, upload_interval: float = 1.0, payload: bytes = b"") -> dict:
+    """A long fit runs while `n` pollers GET its job and `uploaders` clients upload files; latencies and 5xx."""
+    jid = submit(c, uid, {"train": {"steps": 200000, "batch_size": 512}, "extraction": {"resolution": 32}})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (c.get(f"/jobs/{jid}").json().get("progress") or {}).get("phase") != "train":
         time.sleep(0.3)
     step0 = (c.get(f"/jobs/{jid}").json().get("progress") or {}).get("step") or 0
-    times, errors = asyncio.run(_pollers(srv.base, jid, n, seconds, interval))
+    load = asyncio.run(_load(srv.base, jid, n, seconds, interval, uploaders, upload_interval, payload))
     job = c.get(f"/jobs/{jid}").json()
     fit_steps = ((job.get("progress") or {}).get("step") or 0) - step0
     c.post(f"/jobs/{jid}/cancel")
     wait_terminal(c, [jid], 60)
+    times, errors = load["polls"], load["poll_errors"]
     server_errors = sum(v for k, v in errors.items() if k.startswith("HTTP 5"))
-    return {"pollers": n, "interval_s": interval, "seconds": seconds, "requests": len(times), "throughput_rps": len(times) / seconds,
-            "median_ms": 1000 * statistics.median(times) if times else None,
-            "p99_ms": 1000 * percentile(times, 99), "max_ms": 1000 * max(times) if times else None,
+    upload_5xx = sum(v for k, v in load["upload_errors"].items() if k.startswith("HTTP 5"))
+    return {"pollers": n, "interval_s": interval, "seconds": seconds, "requests": len(times),
+            "throughput_rps": len(times) / seconds, **_ms(times),
             "errors": errors, "server_errors": server_errors, "fit_running": job["status"] == "running",
-            "fit_steps_during_polling": fit_steps}
+            "fit_steps_during_polling": fit_steps,
+            "uploaders": uploaders, "upload_interval_s": upload_interval, "upload_bytes": len(payload),
+            "uploads": len(load["uploads"]), "upload_latency": _ms(load["uploads"]),
+            "upload_errors": load["upload_errors"], "upload_server_errors": upload_5xx}
 
 
 # ---- report ----------------------------------------------------------------------------------------
@@ -565,13 +616,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=20, help="jobs of the kill-child scenario (at least 20)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pollers", type=int, default=50)
-    p.add_argument("--poll-seconds", type=float, default=20.0)
+    p.add_argument("--poll-seconds", type=float, default=120.0,
+                   help="how long the pollers and uploaders run during the fit (issue 9: 120; shorter for a quick look)")
     p.add_argument("--poll-interval", type=float, default=0.5,
                    help="seconds between one poller's requests (a client polling a job; 0 = back to back)")
+    p.add_argument("--uploaders", type=int, default=4, help="clients uploading while the pollers run")
+    p.add_argument("--upload-interval", type=float, default=1.0, help="seconds between one uploader's uploads")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS),
+                   help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
     p.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
                    help="a PostgreSQL URL whose server may create a throwaway database")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where chaos.json and chaos.md go (default: bench/results when every scenario ran, "
+                        "else nowhere: a partial run only prints)")
     args = p.parse_args(argv)
+    chosen = [x.strip() for x in args.scenarios.split(",") if x.strip()]
+    unknown = [x for x in chosen if x not in SCENARIOS]
+    if unknown:
+        p.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
     if not shutil.which("redis-server"):
         print("redis-server is not on PATH")
         return 2
@@ -595,44 +657,54 @@ def main(argv: list[str] | None = None) -> int:
                 uid = upload(c, sphere)
                 warm = submit(c, uid)
                 wait_terminal(c, [warm], 120)
-                print("kill-child ...", flush=True)
-                results["kill_child"] = scenario_kill_child(srv, c, uid, args.jobs, rng)
-                print(json.dumps(results["kill_child"]), flush=True)
-                print("redis-restart without persistence ...", flush=True)
-                results["redis_restart_no_persistence"] = scenario_redis_restart(srv, redis, c, uid, False)
-                print(json.dumps(results["redis_restart_no_persistence"]), flush=True)
-            # the same broker, now with AOF on
-            redis.kill()
-            redis.wipe()
-            redis.start(persistent=True)
-            with client() as c:
-                print("redis-restart with persistence ...", flush=True)
-                results["redis_restart_persistence"] = scenario_redis_restart(srv, redis, c, uid, True)
-                print(json.dumps(results["redis_restart_persistence"]), flush=True)
-                earlier = [j for j in c.get("/jobs", params={"limit": 100}).json()["items"]]
-                earlier_ids = [j["id"] for j in earlier if j["status"] in TERMINAL]
-            print("service restart (SIGTERM) ...", flush=True)
-            results["service_restart_sigterm"] = scenario_service_restart(srv, client, uid, earlier_ids, crash=False)
-            print(json.dumps(results["service_restart_sigterm"]), flush=True)
-            print("service crash (SIGKILL) ...", flush=True)
-            results["service_crash_sigkill"] = scenario_service_restart(srv, client, uid, earlier_ids, crash=True)
-            print(json.dumps(results["service_crash_sigkill"]), flush=True)
-            print(f"{args.pollers} pollers during a fit ...", flush=True)
-            with client() as c:
-                results["pollers_during_fit"] = scenario_pollers(srv, c, uid, args.pollers, args.poll_seconds,
-                                                                 args.poll_interval)
-                print(json.dumps(results["pollers_during_fit"]), flush=True)
-                # The same clients back to back (no pause between polls): a throughput test, reported alongside.
-                results["pollers_back_to_back"] = scenario_pollers(srv, c, uid, args.pollers, 10.0, 0.0)
-                print(json.dumps(results["pollers_back_to_back"]), flush=True)
+                if "kill-child" in chosen:
+                    print("kill-child ...", flush=True)
+                    results["kill_child"] = scenario_kill_child(srv, c, uid, args.jobs, rng)
+                    print(json.dumps(results["kill_child"]), flush=True)
+                if "redis-restart" in chosen:
+                    print("redis-restart without persistence ...", flush=True)
+                    results["redis_restart_no_persistence"] = scenario_redis_restart(srv, redis, c, uid, False)
+                    print(json.dumps(results["redis_restart_no_persistence"]), flush=True)
+            if "redis-restart" in chosen:
+                # the same broker, now with AOF on
+                redis.kill()
+                redis.wipe()
+                redis.start(persistent=True)
+                with client() as c:
+                    print("redis-restart with persistence ...", flush=True)
+                    results["redis_restart_persistence"] = scenario_redis_restart(srv, redis, c, uid, True)
+                    print(json.dumps(results["redis_restart_persistence"]), flush=True)
+            if "service-restart" in chosen:
+                with client() as c:
+                    earlier = [j for j in c.get("/jobs", params={"page_size": 100}).json()["items"]]
+                    earlier_ids = [j["id"] for j in earlier if j["status"] in TERMINAL]
+                print("service restart (SIGTERM) ...", flush=True)
+                results["service_restart_sigterm"] = scenario_service_restart(srv, client, uid, earlier_ids,
+                                                                              crash=False)
+                print(json.dumps(results["service_restart_sigterm"]), flush=True)
+                print("service crash (SIGKILL) ...", flush=True)
+                results["service_crash_sigkill"] = scenario_service_restart(srv, client, uid, earlier_ids, crash=True)
+                print(json.dumps(results["service_crash_sigkill"]), flush=True)
+            if "pollers" in chosen:
+                print(f"{args.pollers} pollers and {args.uploaders} uploaders during a fit for "
+                      f"{args.poll_seconds:g} s ...", flush=True)
+                with client() as c:
+                    results["pollers_during_fit"] = scenario_pollers(
+                        srv, c, uid, args.pollers, args.poll_seconds, args.poll_interval,
+                        uploaders=args.uploaders, upload_interval=args.upload_interval, payload=sphere.read_bytes())
+                    print(json.dumps(results["pollers_during_fit"]), flush=True)
+                    # The same clients back to back (no pause between polls): a throughput test, reported alongside.
+                    results["pollers_back_to_back"] = scenario_pollers(srv, c, uid, args.pollers, 10.0, 0.0)
+                    print(json.dumps(results["pollers_back_to_back"]), flush=True)
         finally:
             srv.stop()
-        print("disk full ...", flush=True)
-        try:
-            results["disk_full"] = scenario_disk_full(work, redis, db.url, sphere)
-        except Exception as exc:  # reported, not fatal: the other figures still stand
-            results["disk_full"] = {"error": f"{type(exc).__name__}: {exc}"}
-        print(json.dumps(results["disk_full"]), flush=True)
+        if "disk-full" in chosen:
+            print("disk full ...", flush=True)
+            try:
+                results["disk_full"] = scenario_disk_full(work, redis, db.url, sphere)
+            except Exception as exc:  # reported, not fatal: the other figures still stand
+                results["disk_full"] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(json.dumps(results["disk_full"]), flush=True)
         redis.kill()
     db.drop()
     total = time.monotonic() - t_start
@@ -640,8 +712,7 @@ def main(argv: list[str] | None = None) -> int:
                           "platform": platform.platform(), "load_avg": os.getloadavg()},
               "setup": {"broker": "redis-server (own, loopback)", "job_store": "PostgreSQL", "job_options": TINY,
                         "env": ENV, "seed": args.seed}, "total_seconds": round(total, 1), "scenarios": results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "chaos.json").write_text(json.dumps(result, indent=2, default=str))
+    out_dir = args.out or (REPO / "bench" / "results" if set(chosen) == set(SCENARIOS) else None)
     lines = ["# Failure campaign", "",
              f"`python -m bench.chaos` against `nfrecon serve --broker redis://` (own redis-server) with a PostgreSQL "
              f"job store; tiny sdf jobs (30 steps, batch 512, resolution 32), max_attempts 2, heartbeat 0.5 s, "
@@ -677,21 +748,36 @@ def main(argv: list[str] | None = None) -> int:
                          f"{r.get('earlier_bad_artifacts')} with bad artifacts, {r.get('earlier_changed')} changed.")
     d = results.get("disk_full", {})
     if d:
-        lines.append(f"- disk full: uploads answered {[(a.get('bytes'), a.get('status'), a.get('code')) for a in d.get('uploads_when_full', [])]}; "
-                     f"jobs while full {d.get('jobs_when_full')}; half-written artifacts served: "
+        full_jobs = [f"{j.get('status')} ({j.get('code')}, retryable {j.get('retryable')}): {j.get('error')}"
+                     for j in (d.get("jobs_when_full") or {}).values()]
+        lines.append(f"- disk full: uploads answered (bytes, status, code) "
+                     f"{[(a.get('bytes'), a.get('status'), a.get('code')) for a in d.get('uploads_when_full', [])]}; "
+                     f"a job submitted while full: HTTP {(d.get('submit_when_full') or {}).get('status')}; "
+                     f"jobs while full: {full_jobs}; half-written artifacts served: "
                      f"{d.get('half_written_served')}; after freeing the disk a new job {d.get('after_free')} "
                      f"({d.get('recovery_s')} s). {d.get('skipped') or d.get('error') or ''}")
     for pl in (results.get("pollers_during_fit", {}), results.get("pollers_back_to_back", {})):
         if not pl:
             continue
         pace = f"each every {pl['interval_s']:g} s" if pl["interval_s"] else "back to back"
+        ups = ""
+        if pl.get("uploaders"):
+            ul = pl["upload_latency"]
+            ups = (f" Meanwhile {pl['uploaders']} uploaders (each a {pl['upload_bytes'] // 1024} KiB .xyz every "
+                   f"{pl['upload_interval_s']:g} s, validated and stored): {pl['uploads']} uploads, median "
+                   f"{ul['median_ms']} ms, p99 {ul['p99_ms']} ms, max {ul['max_ms']} ms, 5xx "
+                   f"{pl['upload_server_errors']}, errors {pl['upload_errors'] or 0}.")
         lines.append(f"- {pl['pollers']} pollers ({pace}) for {pl['seconds']:g} s during a fit "
                      f"({pl['fit_steps_during_polling']} fit steps meanwhile): {pl['requests']} GET /v1/jobs/{{id}}, "
                      f"median {pl['median_ms']:.1f} ms, p99 {pl['p99_ms']:.1f} ms, max {pl['max_ms']:.1f} ms, "
-                     f"{pl['throughput_rps']:.0f} req/s, 5xx {pl['server_errors']}, errors {pl['errors'] or 0}.")
-    (args.out / "chaos.md").write_text("\n".join(lines) + "\n")
+                     f"{pl['throughput_rps']:.0f} req/s, 5xx {pl['server_errors']}, errors {pl['errors'] or 0}.{ups}")
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "chaos.json").write_text(json.dumps(result, indent=2, default=str))
+        (out_dir / "chaos.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    bad = any(r.get("lost") or r.get("duplicated") or r.get("attempts_over_max") for r in results.values())
+    bad = any(r.get("lost") or r.get("duplicated") or r.get("attempts_over_max") or r.get("server_errors")
+              or r.get("upload_server_errors") for r in results.values())
     return 1 if bad else 0
 
 

@@ -16,7 +16,7 @@ from nfcore.vocab import TASK_INPUT_KINDS
 from service.context import Services
 from service.errors import ProblemError, not_found
 from service.webhooks import check_url
-from store import TERMINAL, IdempotencyConflict, IdempotencyKey, Job, JobStatus, JobWebhook, Upload, utcnow
+from store import TERMINAL, IdempotencyConflict, IdempotencyKey, Job, JobStatus, JobView, JobWebhook, Upload, utcnow
 
 SCOPE = "POST /v1/jobs"
 STATUSES = [s.value for s in JobStatus]
@@ -33,6 +33,18 @@ def job_public(services: Services, job: Job, *, full: bool = True, queue_positio
     if queue_position is None and job.status == JobStatus.queued.value:
         queue_position = services.store.queue_position(job)
     hook = services.webhooks.subscription(job.id) if full else None
+    return _public(job, full=full, queue_position=queue_position, webhook_url=hook.url if hook else None,
+                   webhook_events=hook.events if hook else None)
+
+
+def view_public(view: JobView) -> dict:
+    """`job_public` of a job read with `get_job_view` (no further queries)."""
+    return _public(view.job, full=True, queue_position=view.queue_position, webhook_url=view.webhook_url,
+                   webhook_events=view.webhook_events)
+
+
+def _public(job: Job, *, full: bool, queue_position: int | None, webhook_url: str | None,
+            webhook_events: list[str] | None) -> dict:
     return {
         "id": job.id, "name": job.name, "spec": job.spec, "status": job.status,
         "stage": job.stage, "progress": job.progress, "queue_position": queue_position, "attempt": job.attempt,
@@ -41,12 +53,30 @@ def job_public(services: Services, job: Job, *, full: bool = True, queue_positio
         "metadata": job.metadata_ or {}, "created_at": job.created_at, "updated_at": job.updated_at,
         "started_at": job.started_at, "finished_at": job.finished_at, "expires_at": job.expires_at,
         "artifacts_expired": job.artifacts_expired, "links": links(job.id),
-        "webhook": hook.url if hook else None, "webhook_events_filter": hook.events if hook else None,
+        "webhook": webhook_url, "webhook_events_filter": webhook_events,
     }
 
 
 def etag(job: Job, queue_position: int | None) -> str:
     return f'W/"{job.version}-{queue_position or 0}"'
+
+
+def get_job_view(services: Services, owner: str, job_id: str) -> JobView:
+    """The job, its queue position and webhook in one query (the poll path); 404 when unknown or not the owner's."""
+    view = services.store.get_job_view(job_id, owner)
+    if view is None:
+        raise not_found("job", job_id)
+    return view
+
+
+def poll_headers(services: Services, view: JobView) -> dict[str, str]:
+    """ETag (changes with every write to the job and with its queue position), no-cache, and Retry-After
+    while the job is active: how often a poller should come back."""
+    job = view.job
+    headers = {"ETag": etag(job, view.queue_position), "Cache-Control": "no-cache"}
+    if job.status not in TERMINAL:
+        headers["Retry-After"] = "1" if job.status != "queued" else str(min(services.settings.retry_after_s, 5))
+    return headers
 
 
 def _fingerprint(payload: dict) -> str:

@@ -13,6 +13,7 @@ Layout under the data directory (a shared volume when workers run on other hosts
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import mimetypes
@@ -34,6 +35,33 @@ _MEDIA_TYPES = {
     ".log": "text/plain",
     ".zip": "application/zip",
 }
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""A write failed because the filesystem (ENOSPC) or the user's quota on it (EDQUOT) is full."""
+
+
+def disk_full_error(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT OSError behind `exc` (itself, or in its cause/context chain), else None.
+
+    Libraries often wrap the OSError of a failed write in an error of their own; the chain keeps it.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the filesystem holding `path` (None when unknown)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def media_type(name: str) -> str:

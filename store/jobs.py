@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, delete, func, or_, select, update
+from sqlalchemy import Engine, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import aliased
 
 from store.db import create_schema, session_factory
-from store.models import IdempotencyKey, Job, Upload, utcnow
+from store.models import IdempotencyKey, Job, JobWebhook, Upload, utcnow
 from store.states import TERMINAL, JobStatus, job_error
 
 
@@ -25,6 +27,44 @@ class IdempotencyConflict(Exception):
     def __init__(self, existing: IdempotencyKey):
         super().__init__(existing.key)
         self.existing = existing
+
+
+def _view_statement(by_owner: bool):
+    """SELECT job, queue position (a correlated count, only for queued jobs), webhook url and events.
+
+    Built once: building the alias and the subquery costs more than running the query.
+    """
+    ahead = aliased(Job)
+    position = (
+        select(func.count())
+        .select_from(ahead)
+        .where(ahead.status == JobStatus.queued.value, ahead.queue == Job.queue)
+        .where(or_(ahead.created_at < Job.created_at, (ahead.created_at == Job.created_at) & (ahead.id < Job.id)))
+        .correlate(Job)
+        .scalar_subquery()
+    )
+    q = (
+        select(Job, case((Job.status == JobStatus.queued.value, position + 1), else_=None),
+               JobWebhook.url, JobWebhook.events)
+        .outerjoin(JobWebhook, JobWebhook.job_id == Job.id)
+        .where(Job.id == bindparam("job_id"))
+    )
+    return q.where(Job.owner == bindparam("owner")) if by_owner else q
+
+
+_VIEW = _view_statement(by_owner=False)
+_VIEW_BY_OWNER = _view_statement(by_owner=True)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What `GET /v1/jobs/{id}` shows, read in one statement: the job, its queue position (None unless
+    queued) and its webhook subscription (url and events, None without one)."""
+
+    job: Job
+    queue_position: int | None
+    webhook_url: str | None
+    webhook_events: list[str] | None
 
 
 class JobStore:
@@ -71,6 +111,22 @@ class JobStore:
             if job is None or (owner is not None and job.owner != owner):
                 return None
             return job
+
+    def get_job_view(self, job_id: str, owner: str | None = None) -> JobView | None:
+        """The job with its queue position and webhook in one round trip (the poll path: `get_job`,
+        `queue_position` and the webhook lookup would be three, each a pool checkout and a ping).
+
+        None when unknown or owned by someone else (owner None = any).
+        """
+        q = _VIEW_BY_OWNER if owner is not None else _VIEW
+        params = {"job_id": job_id, "owner": owner} if owner is not None else {"job_id": job_id}
+        with self.Session() as s:
+            row = s.execute(q, params).first()
+        if row is None:
+            return None
+        job, pos, url, events = row
+        return JobView(job=job, queue_position=None if pos is None else int(pos), webhook_url=url,
+                       webhook_events=list(events) if events is not None else None)
 
     def list_jobs(
         self,

@@ -28,6 +28,7 @@ class ErrorCode(str, Enum):
     out_of_memory = "out_of_memory"
     timeout = "timeout"
     worker_lost = "worker_lost"
+    disk_full = "disk_full"
     internal = "internal"
 
 
@@ -37,6 +38,8 @@ RETRYABLE = {
     ErrorCode.out_of_memory.value: True,
     ErrorCode.timeout.value: True,
     ErrorCode.worker_lost.value: True,
+    # The server's condition, not the job's: the same job succeeds once space is freed (POST .../retry).
+    ErrorCode.disk_full.value: True,
     ErrorCode.internal.value: True,
 }
 

@@ -13,7 +13,6 @@ without using up an attempt; a claim never takes attempt past max_attempts.
 
 from __future__ import annotations
 
-import errno
 import logging
 import shutil
 import threading
@@ -25,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from service.settings import Settings
-from store import ArtifactStore, JobStatus, JobStore, job_error, make_engine, utcnow
+from store import ArtifactStore, JobStatus, JobStore, disk_full_error, free_bytes, job_error, make_engine, utcnow
 
 logger = logging.getLogger("nfrecon.worker")
 
@@ -34,11 +33,18 @@ class JobLog:
     """Append-only job log (`job.log`); keeps the last lines for `error.log_tail`."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "a", encoding="utf-8", buffering=1)
         self._lock = threading.Lock()
         self.tail: deque[str] = deque(maxlen=20)
         self.write_error: OSError | None = None
+        self.name = str(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(path, "a", encoding="utf-8", buffering=1)
+        except OSError as exc:
+            # No log file (a full disk): the job still runs and ends with a reason; its lines stay in the tail.
+            logger.warning("job log %s not opened: %s", path, exc)
+            self._f = None
+            self.write_error = exc
 
     def write(self, message: str) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
@@ -46,16 +52,20 @@ class JobLog:
             for line in message.rstrip("\n").splitlines() or [""]:
                 text = f"{stamp} {line}"
                 self.tail.append(text)
+                if self._f is None:
+                    continue
                 try:
                     self._f.write(text + "\n")
                 except OSError as exc:
                     # A full disk must not turn a clean job failure into a stuck job: the line
                     # stays in the tail (it reaches error.log_tail) and the run goes on.
                     if not self.write_error:
-                        logger.warning("job log %s not written: %s", self._f.name, exc)
+                        logger.warning("job log %s not written: %s", self.name, exc)
                     self.write_error = exc
 
     def close(self) -> None:
+        if self._f is None:
+            return
         try:
             self._f.close()
         except OSError:  # the buffered rest could not be written (disk full): already reported
@@ -132,6 +142,10 @@ def pick_device(ctx: RunContext, requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+DISK_FULL_FREE_BYTES = 1 << 20
+"""Free space under which a write error without an errno (torch.save's RuntimeError, say) counts as a full disk."""
+
+
 def _classify(exc: BaseException, ctx: RunContext) -> str:
     from nfcore.errors import InputError
 
@@ -139,10 +153,18 @@ def _classify(exc: BaseException, ctx: RunContext) -> str:
         return "invalid_input"
     if ctx.timeout_errors and isinstance(exc, ctx.timeout_errors):
         return "timeout"
+    if disk_full_error(exc) is not None:  # ENOSPC/EDQUOT, itself or behind a library's own error
+        return "disk_full"
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return "out_of_memory"
     if type(exc).__name__ == "DivergedError" or isinstance(exc, FloatingPointError):
         return "method_diverged"
+    if isinstance(exc, (OSError, RuntimeError)):
+        # A write error that lost its errno on the way (torch.save: "file write failed") while the
+        # data directory has next to nothing left.
+        free = free_bytes(ctx.artifacts.root)
+        if free is not None and free < DISK_FULL_FREE_BYTES:
+            return "disk_full"
     return "internal"
 
 
@@ -223,6 +245,8 @@ def run_job(job_id: str, ctx: RunContext) -> str:
                 return not heartbeat.cancel.is_set()
 
             result = fit(input_path, config, out_dir, device=device, callback=on_progress)
+            # What ran: the fit filled in the settings the preset leaves to the data (nfcore.adaptive).
+            store.record_config(job_id, attempt, result.config.model_dump(mode="json"), device)
             if heartbeat.cancel.is_set():
                 raise FitCanceled("canceled after the fit finished")
             entries = ctx.artifacts.publish(job_id, out_dir)
@@ -261,8 +285,11 @@ def run_job(job_id: str, ctx: RunContext) -> str:
             raise
         code = _classify(exc, ctx)
         detail = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            detail = f"the data directory is full, outputs could not be written ({detail})"
+        if code == "disk_full":
+            free = free_bytes(ctx.artifacts.root)
+            detail = ("the server's data directory is full: this job's outputs could not be written "
+                      f"({detail}; {free if free is not None else 'unknown'} bytes free). Nothing of this attempt "
+                      "is kept or served; retry the job once space has been freed.")
         log.write(f"failed ({code}): {detail}")
         if code == "internal":
             log.write(traceback.format_exc())

@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
+from api.conditional import etag_matches
 from api.deps import OwnerDep, ServicesDep
 from api.errors import ProblemError
 from api.schemas import ArtifactList, problems
@@ -30,16 +31,6 @@ _ZIP = {200: {"content": {"application/zip": _BINARY}, "description": "every art
         **{**_CONDITIONAL, 206: {**_CONDITIONAL[206], "content": {"application/zip": _BINARY,
                                                                    "multipart/byteranges": _BINARY}}}}
 _RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
-
-
-def _etag_matches(header: str | None, etag: str) -> bool:
-    """If-None-Match per RFC 9110 §13.1.2: `*` or any listed tag, compared weakly (W/ ignored)."""
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    opaque = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == opaque for tag in header.split(","))
 
 
 class _WholeFile(FileResponse):
@@ -85,7 +76,7 @@ def _check_range(request: Request, etag: str, size: int) -> bool:
 
 
 def _serve(request: Request, path: Path, media_type: str, filename: str, etag: str) -> Response:
-    if request.method in ("GET", "HEAD") and _etag_matches(
+    if request.method in ("GET", "HEAD") and etag_matches(
             request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers={"ETag": etag})
     cls = FileResponse if _check_range(request, etag, path.stat().st_size) else _WholeFile
@@ -101,7 +92,7 @@ def list_artifacts(job_id: str, services: ServicesDep, owner: OwnerDep) -> dict:
 
 
 @router.get("/jobs/{job_id}/artifacts/all.zip", response_class=FileResponse,
-            responses={**_ZIP, **problems(400, 401, 404, 409, 410, 416)},
+            responses={**_ZIP, **problems(400, 401, 404, 409, 410, 416, 507)},
             summary="Every artifact and the log in one zip")
 def download_zip(request: Request, job_id: str, services: ServicesDep, owner: OwnerDep) -> Response:
     svc.artifacts_of(services, owner, job_id)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, File, Form, Header, Query, Request, Respons
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
+from api.conditional import etag_matches
 from api.deps import OwnerDep, ServicesDep
 from api.errors import ProblemError
 from api.schemas import (
@@ -42,7 +43,7 @@ def _created(response: Response, job, replayed: bool) -> None:
 
 
 @router.post("/jobs", status_code=201, response_model=JobPublic,
-             responses={**_CREATED, **problems(401, 404, 409, 422, 429)},
+             responses={**_CREATED, **problems(401, 404, 409, 422, 429, 507)},
              summary="Create a job from an upload")
 def create_job(
     body: Annotated[JobCreate, Body()],
@@ -117,15 +118,13 @@ def list_jobs(
             summary="A job: status, stage, progress, ETA, queue position, metrics, error")
 def get_job(job_id: str, services: ServicesDep, owner: OwnerDep,
             if_none_match: Annotated[str | None, Header()] = None):
-    job = svc.get_job(services, owner, job_id)
-    position = services.store.queue_position(job)
-    tag = svc.etag(job, position)
-    headers = {"ETag": tag, "Cache-Control": "no-cache"}
-    if job.status not in TERMINAL:
-        headers["Retry-After"] = "1" if job.status != "queued" else str(min(services.settings.retry_after_s, 5))
-    if if_none_match and tag in [t.strip() for t in if_none_match.split(",")]:
+    """The poll path: one query (job, queue position, webhook). Send the ETag back in If-None-Match to get
+    304 with no body while nothing changed; Retry-After says when to look again."""
+    view = svc.get_job_view(services, owner, job_id)
+    headers = svc.poll_headers(services, view)
+    if etag_matches(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    body = JobPublic.model_validate(svc.job_public(services, job, queue_position=position))
+    body = JobPublic.model_validate(svc.view_public(view))
     return Response(body.model_dump_json(), media_type="application/json", headers=headers)
 
 
@@ -140,7 +139,8 @@ def cancel_job(job_id: str, response: Response, services: ServicesDep, owner: Ow
     return svc.job_public(services, job)
 
 
-@router.post("/jobs/{job_id}/retry", status_code=201, response_model=JobPublic, responses=problems(401, 404, 409, 410, 422, 429),
+@router.post("/jobs/{job_id}/retry", status_code=201, response_model=JobPublic,
+             responses=problems(401, 404, 409, 410, 422, 429, 507),
              summary="Run a finished job again as a new job (`retry_of` names the original)")
 def retry_job(job_id: str, response: Response, services: ServicesDep, owner: OwnerDep,
               body: Annotated[RetryRequest | None, Body()] = None) -> dict:

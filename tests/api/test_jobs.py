@@ -216,3 +216,50 @@ def test_restarted_api_finds_every_job(make_settings, sphere_file):
         assert {j["id"] for j in items} == ids
         assert sorted(j["status"] for j in items) == ["canceled", "queued", "queued"]
         assert c2.get(f"/v1/uploads/{uid}").status_code == 200
+
+
+def test_get_job_is_one_query_and_a_matching_etag_is_a_304(client, sphere_file):
+    from sqlalchemy import event
+
+    uid = upload(client, sphere_file).json()["id"]
+    create_sdf_job(client, uid)
+    jid = create_sdf_job(client, uid, webhook="https://example.org/hook").json()["id"]
+    engine = client.app.state.services.store.engine
+    statements = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 (before_cursor_execute: the SQL)
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        r = client.get(f"/v1/jobs/{jid}")
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert r.status_code == 200 and len(statements) == 1, statements
+    job = r.json()
+    assert job["queue_position"] == 2 and job["webhook"] == "https://example.org/hook"
+    assert job["webhook_events_filter"] == ["completed"] and r.headers["cache-control"] == "no-cache"
+    tag = r.headers["etag"]
+    # If-None-Match compares weakly (RFC 9110 §13.1.2): the tag with or without W/, in a list, or `*`.
+    for header in (tag, tag.removeprefix("W/"), f'"other", {tag}', "*"):
+        r304 = client.get(f"/v1/jobs/{jid}", headers={"If-None-Match": header})
+        assert r304.status_code == 304 and r304.content == b"" and r304.headers["etag"] == tag, header
+        assert r304.headers["retry-after"]
+    assert client.get(f"/v1/jobs/{jid}", headers={"If-None-Match": '"other"'}).status_code == 200
+    # The first job leaves the queue: this one's position, hence its ETag, changes.
+    first = client.get("/v1/jobs", params={"page_size": 2}).json()["items"][1]["id"]
+    client.post(f"/v1/jobs/{first}/cancel")
+    moved = client.get(f"/v1/jobs/{jid}", headers={"If-None-Match": tag})
+    assert moved.status_code == 200 and moved.json()["queue_position"] == 1 and moved.headers["etag"] != tag
+    r = client.get("/v1/jobs/job_missing", headers={"If-None-Match": "*"})
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_job_error_codes_are_the_stores(client):
+    from typing import get_args
+
+    from api.schemas import JobError
+    from store import RETRYABLE, ErrorCode
+
+    codes = {c.value for c in ErrorCode}
+    assert set(get_args(JobError.model_fields["code"].annotation)) == codes == set(RETRYABLE)
+    assert "disk_full" in codes and RETRYABLE["disk_full"] is True
+    published = client.get("/openapi.json").json()["components"]["schemas"]["JobError"]["properties"]["code"]
+    assert set(published["enum"]) == codes

@@ -166,3 +166,35 @@ def test_a_database_from_another_version_is_named_not_misused(tmp_path):
         conn.execute(sa.text("CREATE TABLE nfrecon_jobs (id VARCHAR(40) PRIMARY KEY, method VARCHAR(32))"))
     with pytest.raises(SchemaMismatch, match="nfrecon_jobs .* lacks columns .*spec"):
         JobStore(engine)
+
+
+def test_job_view_reads_job_position_and_webhook_in_one_statement(store):
+    from sqlalchemy import event
+
+    from store import JobWebhook
+
+    t0 = utcnow()
+    make_job(store, "job_1", owner="o", created=t0)
+    make_job(store, "job_2", owner="o", created=t0 + timedelta(seconds=1))
+    hook = JobWebhook(job_id="job_3", url="https://example.org/hook", events=["completed", "started"], done=False,
+                      created_at=t0)
+    now = t0 + timedelta(seconds=2)
+    store.add_job(Job(id="job_3", owner="o", task="sdf", spec={"task": "sdf"}, inputs=[], queue="gpu",
+                      status="queued", attempt=0, max_attempts=2, created_at=now, updated_at=now), None, [hook])
+    statements = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 (before_cursor_execute: the SQL)
+    event.listen(store.engine, "before_cursor_execute", listener)
+    try:
+        view = store.get_job_view("job_3", "o")
+    finally:
+        event.remove(store.engine, "before_cursor_execute", listener)
+    assert len(statements) == 1
+    assert view.job.id == "job_3" and view.queue_position == 3 == store.queue_position(view.job)
+    assert view.webhook_url == "https://example.org/hook" and view.webhook_events == ["completed", "started"]
+    first = store.get_job_view("job_1")
+    assert first.queue_position == 1 and first.webhook_url is None and first.webhook_events is None
+    # Only queued jobs have a position; another owner's job is not found.
+    store.claim("job_1", "w", stale_before=utcnow())
+    assert store.get_job_view("job_1").queue_position is None
+    assert store.get_job_view("job_2").queue_position == 1
+    assert store.get_job_view("job_2", "someone else") is None and store.get_job_view("job_missing") is None
