@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nfcore.analysis import CloudAnalysis
 from nfcore.spec import MethodSpec
 from nfcore.vocab import DeviceKind, InputKind, MethodName, PresetName, TaskName
 
@@ -147,6 +148,11 @@ class InputReport(BaseModel):
     width: int | None = None
     height: int | None = None
     channels: int | None = None
+    ignored: list[str] = Field(default_factory=list, description="Clouds: what the file holds that is not used "
+                               "(`vertex.<property>`, `element <name> (<count> rows)`, `obj_info <text>`, "
+                               "`comment lines (<count>)`).")
+    analysis: CloudAnalysis | None = Field(None, description="Clouds: point spacing, noise, outlier fraction, "
+                                           "closed or open, and how far given normals can be trusted (input units).")
 
 
 class UploadPublic(BaseModel):
@@ -220,7 +226,9 @@ class JobProgress(BaseModel):
 class JobError(BaseModel):
     type: str
     title: str
-    code: Literal["invalid_input", "method_diverged", "out_of_memory", "timeout", "worker_lost", "internal"]
+    code: Literal["invalid_input", "method_diverged", "out_of_memory", "timeout", "worker_lost", "disk_full",
+                  "internal"] = Field(description="`disk_full`: the server's data directory filled up while the job "
+                                      "wrote its outputs (nothing of it is served; retry once there is room).")
     detail: str
     retryable: bool
     log_tail: list[str] = Field(default_factory=list)

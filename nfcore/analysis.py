@@ -12,7 +12,19 @@ Definitions (all in the cloud's own units):
   points). A regular grid of step s has spacing s; a uniform random cloud has sqrt(area / N);
 - `noise`: the median RMS distance of a point's neighbourhood to its best-fitting plane (smallest
   PCA eigenvalue), corrected for the degrees of freedom the plane fit takes. On a clean smooth
-  surface it measures curvature over the neighbourhood, which is small next to the spacing.
+  surface it measures curvature over the neighbourhood, which is small next to the spacing;
+- `boundary_fraction`: the fraction of measured points whose neighbourhood is one-sided: the centroid
+  of their k neighbours, projected onto the tangent plane, lies more than `BOUNDARY_OFFSET` times the
+  neighbourhood radius away (a half disc puts it at 4/(3 pi) = 0.42; inside a uniformly sampled
+  surface it stays near 0). Random gaps and thin parts give a few such points on closed shapes too,
+  in proportion to N, while a boundary gives about sqrt(N) of them (a curve's worth), so `closed` is
+  `boundary_fraction * sqrt(n_queries) < OPEN_SCORE` (calibrated on spheres, tori and hemispheres of
+  3k-100k points with noise up to half the spacing: closed shapes score below 0.1, open ones above
+  1.4; but detailed closed scans with thin parts reach 0.9-1.3 (the 10k-point armadillo reads as
+  open) and open scans with noise near the spacing fall to 1.0, so the guess can fail on either
+  side of that band: trimming, which uses it, removes only large unsupported regions for that reason);
+- `outlier_fraction` (nfcore.outliers) and `normals` (nfcore.normals: agreement of given normals with
+  local PCA normals and the fraction pointing against their neighbourhood) where those apply.
 
 Queries run on at most `max_queries` points (chosen with an explicit generator) against a k-d tree
 of the whole cloud, so the cost stays about linear in N (the tree) for clouds of millions of points.
@@ -32,6 +44,25 @@ MIN_POINTS = 10
 """Fewer points than this cannot describe a surface (a handful of points is an error)."""
 FLAT_RATIO = 1e-6
 """A principal extent below this fraction of the largest counts as zero (collinear or coplanar)."""
+BOUNDARY_K = 32
+"""Neighbours of the one-sided-neighbourhood test (more than for spacing: the centroid must be stable)."""
+BOUNDARY_OFFSET = 0.35
+"""Tangential centroid offset, in neighbourhood radii, above which a point counts as on a boundary."""
+OPEN_SCORE = 1.0
+"""`boundary_fraction * sqrt(n_queries)` above this reads as an open surface (see the module docstring)."""
+
+
+class NormalCheck(BaseModel):
+    """Agreement of a cloud's given normals with its local geometry (nfcore.normals)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agreement: float
+    """Median |cos| between given normals and local PCA normals (1 = they agree everywhere)."""
+    flipped_fraction: float
+    """Fraction of normals pointing against the consistent orientation of their neighbourhood."""
+    reliable: bool
+    """Whether the normals can be used as given (otherwise they are re-estimated where they disagree)."""
 
 
 class CloudAnalysis(BaseModel):
@@ -59,6 +90,19 @@ class CloudAnalysis(BaseModel):
     """Neighbourhood size the figures were measured with."""
     n_queries: int
     """Points the neighbourhood figures were measured at."""
+    boundary_fraction: float = 0.0
+    """Fraction of measured points on a boundary of the sampled surface (one-sided neighbourhood)."""
+    closed: bool = True
+    """Whether the samples look like a closed surface (no boundary curve found); a guess, see the module."""
+    outlier_fraction: float | None = None
+    """Estimated fraction of points far off the surface (nfcore.outliers); None when not measured."""
+    normals: NormalCheck | None = None
+    """How far given normals can be trusted; None when the cloud has none or they were not checked."""
+
+    @property
+    def noise_ratio(self) -> float:
+        """Noise over spacing: about 0 for clean scans, 0.5 for the shared sparse-noisy clouds."""
+        return self.noise / self.spacing if self.spacing > 0 else 0.0
 
     def degenerate_reason(self) -> str | None:
         """Why no surface can be reconstructed from this cloud, or None when it spans 3D."""
@@ -115,23 +159,27 @@ def analyze_cloud(
     principal = np.sqrt(np.clip(np.linalg.eigvalsh(cov)[::-1], 0.0, None))  # (3,) largest first
 
     k_eff = int(min(k, n - 1))
-    nn = spacing = noise = 0.0
+    nn = spacing = noise = boundary = 0.0
     n_queries = 0
     if k_eff >= 1:
         rng = rng if rng is not None else np.random.default_rng(0)
         queries = pts if n <= max_queries else pts[rng.choice(n, size=max_queries, replace=False)]
         n_queries = len(queries)
+        k_query = int(min(max(k_eff, BOUNDARY_K), n - 1))
         tree = cKDTree(pts)
-        dist, idx = tree.query(queries, k=k_eff + 1, workers=-1)  # (Q, k+1): the point itself first
+        dist, idx = tree.query(queries, k=k_query + 1, workers=-1)  # (Q, k+1): the point itself first
         dist, idx = dist[:, 1:], idx[:, 1:]
         nn = float(np.median(dist[:, 0]))
-        spacing = float(np.median(dist[:, -1]) * math.sqrt(math.pi / k_eff))
+        spacing = float(np.median(dist[:, k_eff - 1]) * math.sqrt(math.pi / k_eff))
         if k_eff >= 4:
-            nbhd = pts[idx] - pts[idx].mean(axis=1, keepdims=True)  # (Q, k, 3)
+            near = pts[idx[:, :k_eff]]  # (Q, k, 3)
+            nbhd = near - near.mean(axis=1, keepdims=True)
             ev = np.linalg.eigvalsh(np.einsum("qki,qkj->qij", nbhd, nbhd) / k_eff)  # (Q, 3) ascending
             # The plane fit takes 3 degrees of freedom from k points: E[smallest eigenvalue] is about
             # sigma^2 (k - 3) / k for isotropic noise of std sigma.
             noise = float(np.median(np.sqrt(np.clip(ev[:, 0], 0.0, None) * k_eff / (k_eff - 3))))
+        if k_query >= 8:
+            boundary = _boundary_fraction(queries, pts[idx], dist[:, -1])
     return CloudAnalysis(
         n_points=n,
         has_normals=normals is not None,
@@ -145,7 +193,20 @@ def analyze_cloud(
         noise=noise,
         k_neighbors=k_eff,
         n_queries=n_queries,
+        boundary_fraction=boundary,
+        closed=boundary * math.sqrt(max(n_queries, 1)) < OPEN_SCORE,
     )
 
 
-__all__ = ["CloudAnalysis", "analyze_cloud", "MIN_POINTS"]
+def _boundary_fraction(queries: np.ndarray, neighbors: np.ndarray, radius: np.ndarray) -> float:
+    """Fraction of (Q, 3) `queries` whose (Q, k, 3) `neighbors` lie to one side in the tangent plane."""
+    centered = neighbors - neighbors.mean(axis=1, keepdims=True)
+    _, vecs = np.linalg.eigh(np.einsum("qki,qkj->qij", centered, centered))  # (Q, 3, 3) columns ascending
+    normal = vecs[:, :, 0]  # (Q, 3) the neighbourhood's plane normal
+    offset = neighbors.mean(axis=1) - queries  # (Q, 3)
+    offset -= np.einsum("qi,qi->q", offset, normal)[:, None] * normal  # tangential part only
+    one_sided = np.linalg.norm(offset, axis=1) > BOUNDARY_OFFSET * np.maximum(radius, 1e-300)
+    return float(one_sided.mean())
+
+
+__all__ = ["CloudAnalysis", "NormalCheck", "analyze_cloud", "MIN_POINTS"]

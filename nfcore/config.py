@@ -341,6 +341,13 @@ class InputConfig(_Model):
     """Points sampled from a mesh input (area-weighted)."""
     normalize_margin: float = Field(0.1, ge=0, lt=0.9)
     """The longest bounding-box side maps to [-1 + margin, 1 - margin]."""
+    outliers: Literal["auto", "on", "off"] = "auto"
+    """Statistical outlier removal before normals and normalisation (nfcore.outliers): `auto` removes them
+    when their estimated fraction is at least `outlier_min_fraction`."""
+    outlier_min_fraction: float = Field(0.005, ge=0, le=1)
+    check_normals: Literal["auto", "on", "off"] = "auto"
+    """Check given normals against the local geometry and repair flipped or noisy ones when there are many
+    (nfcore.normals); `auto` up to 500k points."""
 
 
 class ExtractionConfig(_Model):
@@ -354,6 +361,14 @@ class ExtractionConfig(_Model):
     largest_component: bool = False
     field_normals: bool = True
     """Vertex normals from the field's gradient instead of the mesh's faces."""
+    project: bool = False
+    """Move each vertex onto the zero level by one Newton step along the field's gradient (finer than
+    marching cubes' linear interpolation on curved detail; one more gradient pass over the vertices)."""
+    trim: Literal["auto", "on", "off"] = "off"
+    """Remove surface that no input point supports (an unscanned side the field closed): `auto` trims
+    clouds that look open (nfcore.analysis); sdf task only."""
+    trim_radius: float = Field(4.0, gt=0, le=100)
+    """A face is unsupported farther than this many point spacings (plus 3 noise levels) from every point."""
     formats: list[MeshFormat] = Field(default_factory=lambda: ["ply"])
 
 
@@ -472,6 +487,12 @@ class InitConfig(_Model):
 # The method
 
 
+AdaptPath = Literal[
+    "encoding.finest_resolution", "extraction.resolution", "precondition.end", "sdf.surface_weight"
+]
+"""Settings that nfcore.adaptive can choose from a cloud's analysis."""
+
+
 class MethodConfig(_Model):
     """A whole method: what to fit, with which field, how to train it and how to extract it."""
 
@@ -496,6 +517,9 @@ class MethodConfig(_Model):
     """How the neural field starts; `kind: kernel` distils the kernel solve first (sdf task, neural method;
     a prior, when given, takes precedence)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    adapt: list[AdaptPath] = Field(default_factory=list)
+    """Settings chosen from the input cloud's analysis when the fit starts (nfcore.adaptive), as dotted
+    paths; presets list them, and a value set in a spec's overrides takes its path off the list."""
 
     @model_validator(mode="after")
     def _prior_for_neural_sdf(self) -> MethodConfig:

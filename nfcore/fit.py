@@ -133,6 +133,9 @@ def fit(
 
     with phases.run("load", f"reading {path.name}") as progress:
         task = task_cls.load(path, config, device, progress)
+        if prior is not None:  # the prior's weights fix the field's shape: its encoding is not adapted
+            config = config.model_copy(update={"adapt": [p for p in config.adapt if not p.startswith("encoding.")]})
+        config, settings = task.adapt(config)  # what the preset leaves to the data (nfcore.adaptive)
         built = kernel or prior is not None  # neither trains a freshly initialised field
         field = None if built else task.build_field(config, device, torch.Generator().manual_seed(seed))
 
@@ -219,8 +222,10 @@ def fit(
         "task": task.name,
         **task_metrics,
         **common,
+        **({"settings": settings} if settings is not None else {}),
         "device": str(device),
         "timings": phases.seconds,
+        **({"timings_detail": task.step_seconds} if task.step_seconds else {}),
         "seconds": reporter.elapsed(),
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

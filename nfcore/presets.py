@@ -20,11 +20,16 @@ _UNION_SECTIONS = ("encoding", "network", "optimizer")
 #   hard stop at 25%): the residual blur keeps the fit from following position noise in sparse scans,
 #   and at alpha_0 / 8 it is small enough for dense clean clouds;
 # - a 10x lower surface weight than SIREN's lets the clean normals, not noisy positions, shape the surface;
-# - the largest component drops the small floaters hash grids leave in empty space.
+# - the largest component drops the small floaters hash grids leave in empty space;
+# - what depends on the cloud (its spacing and noise) is left to nfcore.adaptive: the extraction grid
+#   and the field's finest cells follow the spacing, and clean scans drop the noise at the end;
+# - vertices are projected onto the zero level (finer than marching cubes' interpolation on detail);
+# - clouds that look open are trimmed where no point supports the surface (unscanned sides).
 _SDF_COMMON: dict = {
     "precondition": {"initial_scale": 0.02, "start": 0.0, "end": 1.0, "decay_factor": 8.0},
     "sdf": {"surface_weight": 300.0},
-    "extraction": {"largest_component": True},
+    "extraction": {"largest_component": True, "project": True, "trim": "auto"},
+    "adapt": ["extraction.resolution", "encoding.finest_resolution", "precondition.end", "sdf.surface_weight"],
 }
 
 _SDF_CPU: dict[str, dict] = {

@@ -100,10 +100,22 @@ def resolve(spec: MethodSpec, device: str) -> MethodConfig:
     # Start from the full defaults so that every section (with its `type`) exists to merge into.
     data = merge(MethodConfig().model_dump(mode="json"), preset_overrides(spec.task, spec.preset, device, spec.method))
     data = merge(data, spec.overrides)
+    # A setting the user states is theirs: the analysis no longer picks it (nfcore.adaptive).
+    data["adapt"] = [path for path in data.get("adapt", []) if not _states(spec.overrides, path)]
     data["task"] = spec.task
     data["method"] = spec.method
     data["device"] = device
     return MethodConfig.model_validate(data)
+
+
+def _states(overrides: dict, path: str) -> bool:
+    """Whether `overrides` sets the dotted `path` (e.g. "extraction.resolution")."""
+    node: Any = overrides
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
 
 
 def _partial(schema: dict) -> dict:

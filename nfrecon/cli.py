@@ -36,6 +36,8 @@ def _overrides_from_args(args: argparse.Namespace, task: str) -> dict:
         o.setdefault("train", {})["seed"] = args.seed
     if args.resolution:
         o.setdefault("extraction", {})["resolution"] = args.resolution
+    if args.trim:
+        o.setdefault("extraction", {})["trim"] = args.trim
     if args.scale and task == "image":
         o.setdefault("image", {})["output_scale"] = args.scale
     if args.device:
@@ -156,6 +158,24 @@ def _print_summary(task: str, result, out: Path, metrics_path: Path) -> None:
                 f"fit residuals: mean |SDF| {r.get('mean_abs_sdf', float('nan')):.3g} (input units), "
                 f"normal agreement {r.get('normal_agreement', float('nan')):.4f}"
             )
+        a = m.get("analysis")
+        if a:
+            extra = "".join([
+                f", outliers {a['outlier_fraction']:.1%}" if a.get("outlier_fraction") is not None else "",
+                (f", given normals: {a['normals']['flipped_fraction']:.1%} flipped, agreement {a['normals']['agreement']:.3f}"
+                 if a.get("normals") else ""),
+            ])
+            lines.append(
+                f"cloud: {a['n_points']} points, spacing {a['spacing']:.3g}, noise {a['noise']:.3g} (cube units), "
+                f"{'closed' if a.get('closed', True) else 'open'}{extra}"
+            )
+        chosen = (m.get("settings") or {}).get("chosen") or {}
+        if chosen:
+            lines.append("chosen from the cloud: " + ", ".join(f"{path} {c['value']}" for path, c in chosen.items()))
+        trim = m.get("trim")
+        if trim and trim.get("applied"):
+            lines.append(f"trimmed unsupported surface: {trim['removed_fraction']:.1%} of the area "
+                         f"({trim['removed_regions']} regions)")
         lines.append(f"mesh: {m.get('n_vertices', '?')} vertices, {m.get('n_faces', '?')} faces")
         gt = m.get("ground_truth") or m.get("mesh_metrics")
         if gt:
@@ -163,6 +183,9 @@ def _print_summary(task: str, result, out: Path, metrics_path: Path) -> None:
     timings = m.get("timings") or {}
     if timings:
         lines.append("phases: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
+    detail = m.get("timings_detail") or {}
+    if detail:
+        lines.append("  within: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in detail.items()))
     lines.append(f"metrics: {metrics_path}")
     print("\n".join(lines))
 
@@ -269,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precondition", action="store_true", help="turn stochastic preconditioning on")
     p.add_argument("--steps", type=int)
     p.add_argument("--resolution", type=int, help="marching cubes resolution")
+    p.add_argument("--trim", choices=["auto", "on", "off"],
+                   help="remove surface no input point supports (default auto: when the cloud looks open)")
     p.add_argument("--scale", type=float, help="images: render at this multiple of the input size")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int)

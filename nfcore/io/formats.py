@@ -12,6 +12,7 @@ import bz2
 import io
 import json
 import math
+import re
 import struct
 import zipfile
 import zlib
@@ -33,6 +34,8 @@ MAX_COORDINATE = 1e9
 """Largest accepted |coordinate| of a cloud or mesh: beyond it float32 training and the covariance check
 lose all precision (a scan in millimetres of a 1000 km object is still inside)."""
 MAX_PLY_HEADER_BYTES = 65536
+_END_HEADER = re.compile(rb"[\r\n]end_header(?:\r\n|\n|\r)")
+"""The end of a PLY header: a line holding only `end_header` (LF, CRLF or CR line ends)."""
 
 # PLY scalar types (both spellings of the spec) -> bytes.
 PLY_TYPES = {
@@ -67,6 +70,13 @@ class PlyHeader:
     format: str
     elements: list[PlyElement]
     header_bytes: int
+    comments: list[str] = field(default_factory=list)
+    """`comment` lines' text (ASCII or UTF-8; other bytes are refused)."""
+    obj_info: list[str] = field(default_factory=list)
+    """`obj_info` lines' text (scanner metadata such as `num_cols 400`)."""
+    ascii_header: bool = True
+    """False when a comment or obj_info line holds non-ASCII bytes (UTF-8 paths, vendor names): plyfile
+    refuses such a header, so the reader hands it a copy with those bytes replaced (same length)."""
 
     def element(self, name: str) -> PlyElement | None:
         return next((e for e in self.elements if e.name == name), None)
@@ -85,22 +95,44 @@ def read_ply_header(path: Path, *, max_elements: int | None = None) -> PlyHeader
         head = f.read(MAX_PLY_HEADER_BYTES)
     if not head.startswith(b"ply"):
         raise InputError(f"{name} is not a PLY file (missing 'ply' magic)")
-    end = head.find(b"end_header")
-    if end < 0:
+    # The line that is `end_header` (a comment may mention the word: "comment written before end_header").
+    match = _END_HEADER.search(head)
+    if match is None:
+        if head.find(b"end_header") >= 0:
+            raise InputError(f"{name}: PLY 'end_header' line is not terminated")
         raise InputError(f"{name}: PLY header has no 'end_header' line within {MAX_PLY_HEADER_BYTES} bytes")
-    nl = head.find(b"\n", end)
-    if nl < 0:
-        raise InputError(f"{name}: PLY 'end_header' line is not terminated")
-    header_bytes = nl + 1
-    try:
-        text = head[:end].decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{name}: PLY header is not ASCII text (byte {exc.start})") from exc
+    end = match.start() + 1
+    header_bytes = match.end()
     fmt = None
     elements: list[PlyElement] = []
-    for lineno, raw in enumerate(text.splitlines()[1:], start=2):
+    comments: list[str] = []
+    obj_info: list[str] = []
+    ascii_header = True
+    lines = head[:end].splitlines(keepends=True)
+    start = len(lines[0])  # byte offset of the line
+    for lineno, line in enumerate(lines[1:], start=2):
+        start += len(line)
+        first = line.split(None, 1)
+        if first and first[0] in (b"comment", b"obj_info"):
+            # Free text: scanners write UTF-8 (file paths, vendor names) although the spec says ASCII.
+            # Bytes that are not even UTF-8 are refused like any other binary junk in a header.
+            try:
+                body = line[len(first[0]):].strip().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{name}: PLY header is not ASCII text (line {lineno}, byte "
+                                 f"{start - len(line) + exc.start}): a {first[0].decode()} line may hold UTF-8 "
+                                 "text, this one holds bytes that are not UTF-8 either") from exc
+            (comments if first[0] == b"comment" else obj_info).append(body)
+            ascii_header = ascii_header and line.isascii()
+            continue
+        try:
+            raw = line.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{name}: PLY header is not ASCII text (line {lineno}, byte "
+                             f"{start - len(line) + exc.start}); only comment and obj_info lines may hold "
+                             "other characters") from exc
         parts = raw.split()
-        if not parts or parts[0] in ("comment", "obj_info"):
+        if not parts:
             continue
         key = parts[0]
         if key == "format":
@@ -152,7 +184,7 @@ def read_ply_header(path: Path, *, max_elements: int | None = None) -> PlyHeader
         raise InputError(f"{name}: PLY header declares "
                          f"{', '.join(f'{e.count} {e.name}' for e in elements)}, which needs at least {needed} "
                          f"bytes of data, but the file has {max(data_bytes, 0)} after its header (truncated?)")
-    return PlyHeader(fmt, elements, header_bytes)
+    return PlyHeader(fmt, elements, header_bytes, comments, obj_info, ascii_header)
 
 
 def check_ply_properties(header: PlyHeader, name: str, element: str, props: tuple[str, ...]) -> None:

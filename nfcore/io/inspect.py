@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from nfcore.analysis import MIN_POINTS, CloudAnalysis, analyze_cloud
 from nfcore.errors import InputError
 from nfcore.io.meshes import MESH_EXTENSIONS, check_file, read_mesh
 from nfcore.io.points import SUPPORTED_EXTENSIONS as CLOUD_EXTENSIONS
@@ -35,6 +36,12 @@ class InputReport(BaseModel):
     channels: int | None = None
     bit_depth: int | None = None
     """Bits per channel as read_image decodes it (8 or 16)."""
+    analysis: CloudAnalysis | None = None
+    """Clouds: spacing, noise, outliers, closed or open, normal reliability (nfcore.analysis), in input units."""
+    ignored: list[str] = []
+    """Clouds: what the file holds that is not used, one item each: `vertex.<property>` (confidence,
+    intensity, colour...), `element <name> (<count> rows)` (range_grid, a face element with no rows),
+    `obj_info <text>`, `comment lines (<count>)`. Empty when everything was used."""
 
 
 def _bbox(points: np.ndarray) -> tuple[list[float], list[float]]:
@@ -111,4 +118,28 @@ def inspect_input(
         has_normals=raw.normals is not None,
         bbox_min=lo,
         bbox_max=hi,
+        ignored=list(raw.ignored),
+        analysis=cloud_analysis(raw.points, raw.normals),
     )
+
+
+def cloud_analysis(points: np.ndarray, normals: np.ndarray | None) -> CloudAnalysis:
+    """The full analysis of an uploaded cloud (input units); InputError if degenerate.
+
+    As a fit sees it (`InputConfig.outliers` "auto"): when outliers are found, the other figures are
+    measured without them (outliers look like surface boundaries and inflate the spacing). Linear in
+    N apart from the k-d tree: neighbourhood figures are measured on a bounded sample.
+    """
+    from nfcore.config import InputConfig
+    from nfcore.outliers import estimate_outlier_fraction, remove_outliers
+
+    fraction = estimate_outlier_fraction(points)
+    if fraction >= InputConfig().outlier_min_fraction:
+        kept = remove_outliers(points, normals)
+        if len(kept.points) >= MIN_POINTS:
+            points, normals = kept.points, kept.normals
+    analysis = analyze_cloud(points, normals)
+    analysis.require_surface()
+    # The normal check (nfcore.normals) is left to the fit: its Open3D calls start native threads that
+    # crash under the validation child's address-space limit (seen as SIGSEGV), so `normals` stays None here.
+    return analysis.model_copy(update={"outlier_fraction": fraction})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,18 @@ class PointCloud:
     """(N, 3) float32 positions."""
     normals: np.ndarray | None
     """(N, 3) float32 unit normals, or None when unknown."""
+    notes: list[str] = field(default_factory=list, compare=False)
+    """What the reader ignored or decided, in words (a PLY's unused elements and vertex properties,
+    header metadata, a zero-count `face` element read as a cloud); empty when nothing was left out."""
+    outlier_fraction: float | None = field(default=None, compare=False)
+    """Estimated fraction of outliers in the file (nfcore.outliers), when they were looked for."""
+    outliers_removed: int = field(default=0, compare=False)
+    """Points dropped as outliers before normals were estimated."""
+    normals_estimated: bool = field(default=False, compare=False)
+    """The file had no normals: these were estimated and oriented (nfcore.normals)."""
+    normal_check: dict | None = field(default=None, compare=False)
+    """Given normals checked against the local geometry (nfcore.normals): agreement, flipped_fraction,
+    noisy_fraction, reliable, repaired; None when not checked."""
 
     def __len__(self) -> int:
         return len(self.points)
@@ -51,6 +65,12 @@ class RawCloud:
     n_vertices: int
     """Points in the file (mesh vertices for a mesh)."""
     n_faces: int = 0
+    ignored: list[str] = field(default_factory=list)
+    """What the file holds that the reader did not use, one item each: `vertex.<property>`,
+    `element <name> (<count> rows)`, `obj_info <text>`, `comment lines (<count>)` (PLY), or
+    `array <key>` (.npz)."""
+    notes: list[str] = field(default_factory=list)
+    """The same in sentences, plus decisions the reader made (a `face` element with no rows read as a cloud)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,12 +112,40 @@ def _count_text_rows(path: Path) -> int:
     return lines - skipped
 
 
-def _ply_header(path: Path):
+class _SplicedHeader(io.RawIOBase):
+    """A PLY file as plyfile sees it: `header` (the file's own header bytes, non-ASCII bytes of its
+    comment lines replaced by '?', same length) followed by the rest of the open file `f`."""
+
+    def __init__(self, header: bytes, f):
+        self._header, self._pos, self._f = header, 0, f
+        f.seek(len(header))
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._pos < len(self._header):
+            piece = self._header[self._pos:self._pos + len(buffer)]
+            buffer[:len(piece)] = piece
+            self._pos += len(piece)
+            return len(piece)
+        return self._f.readinto(buffer)
+
+
+def _ply_header(path: Path, header: formats.PlyHeader | None = None):
     import plyfile
 
     with path.open("rb") as f:
+        stream = f
+        if header is not None and not header.ascii_header:
+            # plyfile decodes its header as ASCII; a UTF-8 comment (a path, a vendor's name) is not an error.
+            raw = f.read(header.header_bytes)
+            stream = io.BufferedReader(_SplicedHeader(bytes(b if b < 128 else 63 for b in raw), f))
         try:
-            ply = plyfile.PlyData.read(f)
+            with warnings.catch_warnings():
+                # An ASCII element with no rows (`element face 0`) makes numpy warn "input contained no data".
+                warnings.filterwarnings("ignore", message=".*input contained no data", category=UserWarning)
+                ply = plyfile.PlyData.read(stream)
         except plyfile.PlyParseError as exc:
             # plyfile reports truncated data as "early end-of-file" on a row past the end.
             raise InputError(
@@ -108,7 +156,7 @@ def _ply_header(path: Path):
         if ply.text:
             trailing = 0  # plyfile's text reader closes the stream; trailing text lines are ignored.
         else:
-            trailing = len(f.read())
+            trailing = len(stream.read())
     return ply, trailing
 
 
@@ -127,11 +175,15 @@ def ply_has_faces(path: Path) -> bool:
     return ply_element_counts(path).get("face", 0) > 0
 
 
-def _read_ply_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+_PLY_NORMAL_KEYS = (("nx", "ny", "nz"), ("normal_x", "normal_y", "normal_z"))
+
+
+def _read_ply_vertices(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str], list[str]]:
+    """A PLY's vertex positions and normals; the rest (other elements and vertex properties, header
+    metadata) is read past and listed: returns (points, normals, ignored items, notes)."""
     header = formats.read_ply_header(path)
-    formats.check_ply_properties(header, path.name, "vertex", ("x", "y", "z", "nx", "ny", "nz", "normal_x",
-                                                               "normal_y", "normal_z"))
-    ply, trailing = _ply_header(path)
+    formats.check_ply_properties(header, path.name, "vertex", ("x", "y", "z") + sum(_PLY_NORMAL_KEYS, ()))
+    ply, trailing = _ply_header(path, header)
     if "vertex" not in ply:
         raise InputError(f"{path.name}: PLY has no 'vertex' element")
     vertex = ply["vertex"]
@@ -149,10 +201,43 @@ def _read_ply_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         )
     points = np.stack([vertex.data[k] for k in ("x", "y", "z")], axis=1).astype(np.float64)
     normals = None
-    for keys in (("nx", "ny", "nz"), ("normal_x", "normal_y", "normal_z")):
+    used = {"x", "y", "z"}
+    for keys in _PLY_NORMAL_KEYS:
         if set(keys) <= names:
             normals = np.stack([vertex.data[k] for k in keys], axis=1).astype(np.float64)
+            used |= set(keys)
             break
+    ignored, notes = _ply_ignored(header, used)
+    return points, normals, ignored, notes
+
+
+def _ply_ignored(header: formats.PlyHeader, used: set[str]) -> tuple[list[str], list[str]]:
+    """What a PLY cloud's reader did not use, as items and as sentences."""
+    ignored: list[str] = []
+    notes: list[str] = []
+    vertex = header.element("vertex")
+    props = [p for p in (vertex.properties if vertex else []) if p.name not in used]
+    if props:
+        ignored += [f"vertex.{p.name}" for p in props]
+        described = ", ".join(f"{p.name} ({'list ' if p.count_type else ''}{p.type})" for p in props)
+        notes.append(f"ignored vertex properties: {described}")
+    others = [e for e in header.elements if e.name != "vertex"]
+    if others:
+        ignored += [f"element {e.name} ({e.count} rows)" for e in others]
+        notes.append("ignored elements: " + ", ".join(f"{e.name} ({e.count} rows)" for e in others))
+    if any(e.name == "face" and e.count == 0 for e in others):
+        notes.append("the face element has no rows: read as a point cloud")
+    if header.obj_info:
+        ignored += [f"obj_info {text}" for text in header.obj_info]
+        notes.append("ignored obj_info lines: " + "; ".join(header.obj_info))
+    if header.comments:
+        ignored.append(f"comment lines ({len(header.comments)})")
+        notes.append(f"ignored {len(header.comments)} comment line{'s' if len(header.comments) > 1 else ''}")
+    return ignored, notes
+
+
+def _read_ply_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    points, normals, _, _ = _read_ply_vertices(path)
     return points, normals
 
 
@@ -240,8 +325,13 @@ def load_raw(
         rows = _count_text_rows(path)
         if rows > max_points:
             raise InputError(f"{path.name} has {rows} lines of points; at most {max_points} are allowed")
-    points, normals = _READERS[ext](path)
-    return RawCloud(points, normals, "pointcloud", ext[1:], len(points))
+    ignored: list[str] = []
+    notes: list[str] = []
+    if ext == ".ply":
+        points, normals, ignored, notes = _read_ply_vertices(path)
+    else:
+        points, normals = _READERS[ext](path)
+    return RawCloud(points, normals, "pointcloud", ext[1:], len(points), ignored=ignored, notes=notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,33 +387,26 @@ def check_normals(normals: np.ndarray, name: str) -> np.ndarray:
 
 
 def estimate_normals(points: np.ndarray, *, neighbors: int = 30) -> np.ndarray:
-    """Estimate (PCA over k neighbours) and consistently orient normals with Open3D; (N, 3) float32.
+    """Estimate (PCA over k neighbours) and consistently orient normals; (N, 3) float32.
 
-    Orientation is propagated over a k-NN graph (Hoppe et al., Open3D's
-    `orient_normals_consistent_tangent_plane`), then flipped as a whole so that normals point
-    away from the centroid on average (outward for closed, roughly star-shaped objects).
+    `nfcore.normals.estimate_oriented_normals`: visibility votes from viewpoints around the cloud
+    give confident points their sign, a minimum spanning tree of the k-NN graph carries it to the
+    rest; outward on closed shapes, one consistent side on open sheets (see nfcore/normals.py).
     """
+    from nfcore.normals import estimate_oriented_normals
     from nfcore.open3d_import import import_open3d
 
     try:
-        o3d = import_open3d()
+        import_open3d()
     except ImportError as exc:
         raise InputError(
             f"the point cloud has no normals and estimating them needs Open3D ({exc}) "
             "(or provide normals: x y z nx ny nz)"
         ) from exc
-    k = int(min(neighbors, len(points) - 1))
-    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
     try:
-        pcd.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(knn=k))
-        pcd.orient_normals_consistent_tangent_plane(k)
-    except RuntimeError as exc:
+        normals = estimate_oriented_normals(np.asarray(points, dtype=np.float64), neighbors=neighbors)
+    except (RuntimeError, ValueError) as exc:
         raise InputError(f"normal estimation failed: {exc}") from exc
-    normals = np.asarray(pcd.normals, dtype=np.float64)
-    if len(normals) != len(points):
-        raise InputError("normal estimation failed: Open3D returned no normals")
-    if np.sum((points - points.mean(axis=0)) * normals) < 0:
-        normals = -normals
     return check_normals(normals, "estimated normals").astype(np.float32)
 
 
@@ -336,6 +419,9 @@ def read_point_cloud(
     max_points: int = 5_000_000,
     mesh_samples: int = 100_000,
     seed: int = 0,
+    outliers: str = "off",
+    outlier_min_fraction: float = 0.005,
+    verify_normals: str = "off",
 ) -> PointCloud:
     """Read an oriented point cloud from a cloud file or a mesh (sampled area-weighted).
 
@@ -344,18 +430,71 @@ def read_point_cloud(
         normal_neighbors: k of the k-NN normal estimation.
         min_points, max_points: accepted number of points (mesh samples count too).
         mesh_samples: points drawn from a mesh input; `seed` seeds that draw.
+        outliers: "auto" removes statistical outliers (nfcore.outliers) when their estimated fraction
+            is at least `outlier_min_fraction`, "on" always, "off" never. Removal comes before normal
+            estimation, which outliers would otherwise bend. Never applied to points sampled from a mesh.
+        verify_normals: "on" checks given normals against the local geometry and repairs them when they
+            are unreliable (`normals_unreliable`); "auto" does so up to `CHECK_NORMALS_MAX_POINTS`; "off" never.
     """
     raw = load_raw(path, mesh_samples=mesh_samples, seed=seed, max_points=max_points)
     name = Path(path).name
     check_points(raw.points, name, min_points=min_points, max_points=max_points)
     points = np.ascontiguousarray(raw.points, dtype=np.float32)
-    if raw.normals is not None:
-        normals = check_normals(raw.normals, name).astype(np.float32)
+    raw_normals = check_normals(raw.normals, name).astype(np.float32) if raw.normals is not None else None
+    notes = list(raw.notes)
+    fraction, removed = None, 0
+    if outliers != "off" and raw.kind == "pointcloud":
+        from nfcore.outliers import estimate_outlier_fraction, remove_outliers
+
+        fraction = estimate_outlier_fraction(points, rng=np.random.default_rng(seed))
+        if outliers == "on" or fraction >= outlier_min_fraction:
+            result = remove_outliers(points, raw_normals)
+            if result.n_removed and len(points) - result.n_removed >= min_points:
+                points = np.ascontiguousarray(result.points, dtype=np.float32)
+                raw_normals = result.normals
+                removed = int(result.n_removed)
+                notes.append(f"removed {removed} outlier points ({removed / len(raw.points):.1%}; estimated "
+                             f"outlier fraction {fraction:.1%})")
+    normal_check = None
+    if raw_normals is not None and raw.kind == "pointcloud" and (
+        verify_normals == "on" or (verify_normals == "auto" and len(points) <= CHECK_NORMALS_MAX_POINTS)
+    ):
+        from nfcore.normals import normal_reliability
+
+        rel = normal_reliability(points, raw_normals, rng=np.random.default_rng(seed))
+        repair = normals_unreliable(rel.flipped_fraction, rel.noisy_fraction)
+        normal_check = {"agreement": rel.median_abs_cos, "flipped_fraction": rel.flipped_fraction,
+                        "noisy_fraction": rel.noisy_fraction, "reliable": not repair, "repaired": repair}
+        if repair:
+            raw_normals = rel.repaired
+            notes.append(f"given normals re-oriented where flipped ({rel.flipped_fraction:.1%}) and re-estimated "
+                         f"where noisy ({rel.noisy_fraction:.1%})")
+    if raw_normals is not None:
+        normals = raw_normals
     elif estimate_normals:
         normals = _estimate(points, neighbors=normal_neighbors)
     else:
         raise InputError(f"{name} has no normals (expected nx ny nz) and normal estimation is turned off")
-    return PointCloud(points, np.ascontiguousarray(normals, dtype=np.float32))
+    return PointCloud(points, np.ascontiguousarray(normals, dtype=np.float32), notes=notes,
+                      outlier_fraction=fraction, outliers_removed=removed, normal_check=normal_check,
+                      normals_estimated=raw_normals is None)
+
+
+CHECK_NORMALS_MAX_POINTS = 500_000
+"""`verify_normals="auto"` checks clouds up to this size (the check costs about 3 s per 100k points)."""
+FLIPPED_LIMIT = 0.02
+NOISY_LIMIT = 0.05
+
+
+def normals_unreliable(flipped_fraction: float, noisy_fraction: float) -> bool:
+    """Whether given normals need repair: more flipped or noisy ones than correct normals of noisy scans show.
+
+    True normals of the shared sparse-noisy clouds (position noise 0.5% of the diagonal) read up to
+    0.5% flipped and 1.1% noisy (thin parts where the local plane misleads), so repairs start at
+    `FLIPPED_LIMIT` flipped or `NOISY_LIMIT` noisy: below that, repairing would replace more good
+    normals than bad ones.
+    """
+    return flipped_fraction >= FLIPPED_LIMIT or noisy_fraction >= NOISY_LIMIT
 
 
 # Indirection so that read_point_cloud's keyword `estimate_normals` does not shadow the function.

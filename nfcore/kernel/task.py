@@ -89,7 +89,6 @@ class KernelSDFTask(SDFTask):
 
     def evaluate(self, field: KernelField, mesh: trimesh.Trimesh, config: MethodConfig, gt_path: Path | None) -> dict:
         metrics = super().evaluate(field, mesh, config, gt_path)
-        metrics["analysis"] = {"frame": "cube", **self.analysis.model_dump()}
         if self.solution is not None:
             metrics["kernel"] = self.solution.stats()
         return metrics

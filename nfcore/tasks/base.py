@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -50,6 +52,20 @@ class FitTask(Task):
     """How preconditioning noise is kept in the domain (see nfcore.precondition.perturb)."""
     similarity: Similarity | None = None
     """Input frame <-> training cube, where the task normalises its input (written as normalization.json)."""
+    step_seconds: dict[str, float] | None = None
+    """Seconds of the steps inside the pipeline's phases (read, analysis, marching cubes, ...), as the
+    task measured them with `timed`; the fit reports them as `timings_detail`."""
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Add the block's wall-clock seconds to `step_seconds[name]` (after a CUDA sync on a GPU task)."""
+        if self.step_seconds is None:
+            self.step_seconds = {}
+        t0 = time.perf_counter()
+        yield
+        if getattr(self, "device", None) is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.step_seconds[name] = self.step_seconds.get(name, 0.0) + time.perf_counter() - t0
 
     @classmethod
     @abstractmethod
@@ -59,6 +75,11 @@ class FitTask(Task):
         Raises:
             InputError: the input cannot be used for this task (the message says why).
         """
+
+    def adapt(self, config: MethodConfig) -> tuple[MethodConfig, dict | None]:
+        """The config with the settings its `adapt` list leaves to the data filled in, and a record of
+        the choices (None: nothing chosen). Called once after `load`; the default keeps `config`."""
+        return config, None
 
     @abstractmethod
     def build_field(self, config: MethodConfig, device: torch.device, generator: torch.Generator) -> torch.nn.Module:

@@ -9,6 +9,8 @@ Stochastic preconditioning perturbs every query point (on and off the surface); 
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +19,12 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
+from nfcore.adaptive import adapt_config
+from nfcore.analysis import CloudAnalysis, NormalCheck, analyze_cloud
 from nfcore.config import MethodConfig, SDFTaskConfig
 from nfcore.field import NeuralField
 from nfcore.io import read_point_cloud
+from nfcore.mesh import trim_unsupported
 from nfcore.metrics import fit_residuals
 from nfcore.normalize import Similarity, fit_similarity
 from nfcore.tasks.base import PhaseProgress
@@ -37,6 +42,9 @@ def read_input_cloud(input_path: Path, config: MethodConfig):
         max_points=icfg.max_points,
         mesh_samples=icfg.mesh_samples,
         seed=config.train.seed,
+        outliers=icfg.outliers,
+        outlier_min_fraction=icfg.outlier_min_fraction,
+        verify_normals=icfg.check_normals,
     )
 
 
@@ -54,6 +62,12 @@ class SDFTask(SurfaceTask):
     """
 
     name = "sdf"
+    analysis: CloudAnalysis | None = None
+    """The cloud's figures in cube units (nfcore.analysis), measured by `load`."""
+    input_report: dict | None = None
+    """What reading did to the input: the reader's notes, outliers removed, normals repaired."""
+    trim_report: dict | None = None
+    """What `extract` trimmed (or why not), when `extraction.trim` is not "off"."""
 
     def __init__(
         self,
@@ -75,11 +89,27 @@ class SDFTask(SurfaceTask):
 
     @classmethod
     def load(cls, input_path: Path, config: MethodConfig, device: torch.device, progress: PhaseProgress) -> SDFTask:
-        """Read a cloud (or sample a mesh), estimating normals where missing, and map it into the cube."""
+        """Read a cloud (or sample a mesh), estimating normals where missing, map it into the cube, measure it."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
         cloud = read_input_cloud(input_path, config)
+        timings["read"] = time.perf_counter() - t0  # with normal estimation where the file has none
+        t0 = time.perf_counter()
         similarity = fit_similarity(cloud.points, margin=config.input.normalize_margin)
         unit_points = similarity.to_unit(cloud.points).astype(np.float32)  # (N, 3) in [-1, 1]
-        return cls(
+        timings["normalize"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        analysis = analyze_cloud(unit_points, rng=np.random.default_rng(config.train.seed))
+        analysis.require_surface()  # InputError naming a degenerate cloud, before any training
+        check = cloud.normal_check
+        analysis = analysis.model_copy(update={
+            "has_normals": not cloud.normals_estimated,
+            "outlier_fraction": cloud.outlier_fraction,
+            "normals": None if check is None else NormalCheck(
+                agreement=check["agreement"], flipped_fraction=check["flipped_fraction"], reliable=check["reliable"]),
+        })
+        timings["analysis"] = time.perf_counter() - t0
+        task = cls(
             torch.as_tensor(unit_points, device=device),
             torch.as_tensor(cloud.normals, dtype=torch.float32, device=device),
             config.sdf,
@@ -88,6 +118,45 @@ class SDFTask(SurfaceTask):
             gradient_losses_during_noise=config.precondition.gradient_losses_during_noise,
             similarity=similarity,
         )
+        task.analysis = analysis
+        task.step_seconds = timings
+        task.input_report = {"notes": list(cloud.notes), "outliers_removed": cloud.outliers_removed,
+                             "normals_repaired": bool(check and check["repaired"])}
+        return task
+
+    def adapt(self, config: MethodConfig) -> tuple[MethodConfig, dict | None]:
+        """The settings `config.adapt` leaves to the data, chosen from the cloud's analysis (nfcore.adaptive)."""
+        if self.analysis is None or not config.adapt:
+            return config, None
+        return adapt_config(config, self.analysis, scale=1.0)  # the analysis is in cube units
+
+    def extract(self, field: torch.nn.Module, config: MethodConfig, progress: PhaseProgress) -> trimesh.Trimesh:
+        """The zero level set, trimmed where no point supports it when `extraction.trim` asks (open scans)."""
+        mesh = super().extract(field, config, progress)
+        with self.timed("trim"):
+            return self._trim(mesh, config)
+
+    def _trim(self, mesh: trimesh.Trimesh, config: MethodConfig) -> trimesh.Trimesh:
+        """`mesh` (input frame) without the regions no point supports, as `config.extraction.trim` asks."""
+        trim = config.extraction.trim
+        if trim == "off" or self.analysis is None:
+            return mesh
+        if trim == "auto" and self.analysis.closed:
+            self.trim_report = {"applied": False, "reason": "the cloud looks closed (nfcore.analysis)"}
+            return mesh
+        a = self.analysis
+        radius = config.extraction.trim_radius * a.spacing + 3 * a.noise  # cube units
+        in_cube = self.similarity.apply_to_mesh(mesh, inverse=False) if self.similarity is not None else mesh
+        trimmed, report = trim_unsupported(in_cube, self.points.cpu().numpy(), radius,
+                                           min_region_area=math.pi * (2 * radius) ** 2)
+        if len(trimmed.faces) == 0:
+            raise ValueError("no surface left after trimming: every face was far from the points")
+        scale = self.similarity.scale if self.similarity is not None else 1.0
+        report["radius"] /= scale  # input units
+        report["removed_area"] /= scale**2
+        self.trim_report = {"applied": True, "reason": "asked for" if trim == "on" else "the cloud looks open (nfcore.analysis)",
+                            **report}
+        return self.similarity.apply_to_mesh(trimmed, inverse=True) if self.similarity is not None else trimmed
 
     def build_field(self, config: MethodConfig, device: torch.device, generator: torch.Generator) -> NeuralField:
         return NeuralField(config.encoding, config.network, 3, 1, sdf=True, device=device, generator=generator)
@@ -148,5 +217,8 @@ class SDFTask(SurfaceTask):
         return {
             "n_points": int(self.points.shape[0]),
             "fit_residuals": residuals,
+            **({"analysis": {"frame": "cube", **self.analysis.model_dump()}} if self.analysis is not None else {}),
+            **({"trim": self.trim_report} if self.trim_report is not None else {}),
+            **({"input": self.input_report} if self.input_report is not None else {}),
             **surface_metrics(mesh, gt_path, seed=config.train.seed),
         }

@@ -43,8 +43,11 @@ class SurfaceTask(FitTask):
 
     def extract(self, field: torch.nn.Module, config: MethodConfig, progress: PhaseProgress) -> trimesh.Trimesh:
         progress(0.0, f"marching cubes at {config.extraction.resolution}^3")
+        if self.step_seconds is None:
+            self.step_seconds = {}
         return extract_field_mesh(
-            self.level_set(field), config.extraction, device=self.device, similarity=self.similarity, progress=progress
+            self.level_set(field), config.extraction, device=self.device, similarity=self.similarity, progress=progress,
+            timings=self.step_seconds,
         )  # in the input's coordinates
 
     def write(self, mesh: trimesh.Trimesh, out_dir: Path, config: MethodConfig) -> dict[str, Path]:

@@ -135,3 +135,26 @@ def test_a_full_disk_is_507_not_500():
     with pytest.raises(ProblemError) as info:
         anyio.run(stream_to_file, chunks(), Path("/dev/full"), 1 << 30)
     assert info.value.status == 507 and info.value.code == "insufficient_storage"
+
+
+def test_uploads_to_a_really_full_data_directory_are_507_and_leave_nothing(tmp_path, make_settings, sphere_file):
+    from store import sqlite_url
+    from tests.store.full_disk import fill, small_disk
+
+    with small_disk(tmp_path / "small", mb=4) as mnt:
+        settings = make_settings(data_dir=mnt / "data", database_url=sqlite_url(tmp_path / "jobs.db"))
+        with TestClient(create_app(settings)) as c:
+            filler = fill(mnt)
+            for size in (1, 64 << 10, 1 << 20):  # one byte already finds no room
+                payload = (sphere_file.read_bytes() * (size // sphere_file.stat().st_size + 1))[:size]
+                r = c.post("/v1/uploads", params={"filename": "ball.xyz"}, content=payload)
+                assert r.status_code == 507, (size, r.status_code, r.text)
+                assert r.headers["content-type"].startswith("application/problem+json")
+                assert r.json()["code"] == "insufficient_storage"
+            form = c.post("/v1/jobs/form", files={"file": ("ball.xyz", sphere_file.read_bytes())},
+                          data={"job": '{"spec": {"task": "sdf", "preset": "fast"}}'})
+            assert form.status_code == 507 and form.json()["code"] == "insufficient_storage"
+            assert not list((mnt / "data" / "uploads" / ".incoming").iterdir())  # no partial file left
+            assert c.get("/v1/health").status_code == 200
+            filler.unlink()
+            assert upload(c, sphere_file).status_code == 201

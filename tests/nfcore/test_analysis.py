@@ -75,3 +75,39 @@ def test_degenerate_reasons_name_the_problem():
     assert "3 points" in analyze_cloud(np.eye(3)).degenerate_reason()
     with pytest.raises(InputError, match="coplanar"):
         analyze_cloud(_grid_plane(0.1, 10)).require_surface()
+
+
+def _sphere(n: int, rng: np.random.Generator, *, hemisphere: bool = False) -> np.ndarray:
+    p = rng.normal(size=(n, 3))
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    if hemisphere:
+        p[:, 2] = np.abs(p[:, 2])
+    return p
+
+
+@pytest.mark.parametrize("n", [3000, 30000])
+@pytest.mark.parametrize("noise", [0.0, 0.01])
+def test_a_sphere_looks_closed_and_a_hemisphere_open(n, noise):
+    rng = np.random.default_rng(4)
+    closed = analyze_cloud(_sphere(n, rng) + rng.normal(size=(n, 3)) * noise)
+    open_ = analyze_cloud(_sphere(n, rng, hemisphere=True) + rng.normal(size=(n, 3)) * noise)
+    assert closed.closed and not open_.closed
+    assert open_.boundary_fraction > 5 * closed.boundary_fraction
+
+
+def test_a_torus_looks_closed_and_a_square_patch_open():
+    import trimesh
+
+    torus = trimesh.sample.sample_surface(trimesh.creation.torus(1.0, 0.3), 10_000, seed=2)[0]
+    assert analyze_cloud(torus).closed
+    rng = np.random.default_rng(5)
+    patch = np.column_stack([rng.uniform(-1, 1, (10_000, 2)), 0.05 * rng.normal(size=10_000) * 0.01])
+    patch[:, 2] += 0.1 * np.sin(patch[:, 0])  # a gently curved sheet: spans 3D, has a boundary
+    assert not analyze_cloud(patch).closed
+
+
+def test_noise_ratio_is_noise_over_spacing():
+    rng = np.random.default_rng(6)
+    a = analyze_cloud(_sphere(5000, rng) + rng.normal(size=(5000, 3)) * 0.01)
+    assert a.noise_ratio == pytest.approx(a.noise / a.spacing)
+    assert 0.1 < a.noise_ratio < 1.0

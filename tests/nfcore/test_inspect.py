@@ -111,3 +111,23 @@ def test_shared_clouds(shared_data):
     assert (report.kind, report.n_points, report.has_normals) == ("pointcloud", 100_000, True)
     report = inspect_input(shared_data / "meshes" / "mountain.ply")
     assert report.kind == "mesh" and report.watertight is False
+
+
+def test_a_cloud_report_carries_its_analysis(tmp_path):
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(5000, 3))
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    dome = p[p[:, 2] > 0]
+    np.savetxt(tmp_path / "dome.xyz", dome)
+    noisy = np.concatenate([p, rng.uniform(-1.2, 1.2, size=(250, 3))])  # 5000 on a sphere + 250 outliers
+    np.savetxt(tmp_path / "sphere_outliers.xyz", noisy)
+
+    dome_report = inspect_input(tmp_path / "dome.xyz")
+    sphere_report = inspect_input(tmp_path / "sphere_outliers.xyz")
+    assert dome_report.analysis is not None and not dome_report.analysis.closed
+    assert dome_report.analysis.n_points == len(dome)
+    assert sphere_report.n_points == 5250
+    assert sphere_report.analysis.closed  # measured without the outliers, as the fit sees the cloud
+    assert sphere_report.analysis.outlier_fraction == pytest.approx(250 / 5250, rel=0.3)
+    assert dome_report.analysis.outlier_fraction < 0.005
+    assert sphere_report.analysis.spacing == pytest.approx(np.sqrt(4 * np.pi / 5000), rel=0.25)

@@ -147,3 +147,43 @@ def test_coarse_to_fine_keeps_small_parts_of_steep_fields():
     assert len(c2f.vertices) == len(dense.vertices)
     assert c2f.area == pytest.approx(dense.area, rel=1e-6)
     np.testing.assert_array_equal(c2f.faces, dense.faces)
+
+
+def _sphere_mesh_and_points(n: int, *, hemisphere: bool):
+    from nfcore.mesh import extract_mesh
+
+    mesh = extract_mesh(lambda x: x.norm(dim=-1) - 0.6, resolution=64)
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(n, 3))
+    p = 0.6 * p / np.linalg.norm(p, axis=1, keepdims=True)
+    if hemisphere:
+        p = p[p[:, 2] > 0]
+    return mesh, p
+
+
+def test_trimming_removes_the_unscanned_half_of_a_sphere_and_nothing_of_a_scanned_one():
+    from nfcore.mesh import trim_unsupported
+
+    mesh, points = _sphere_mesh_and_points(4000, hemisphere=True)
+    radius = 0.05
+    trimmed, report = trim_unsupported(mesh, points, radius, min_region_area=np.pi * (2 * radius) ** 2)
+    z = np.asarray(trimmed.vertices)[:, 2]
+    assert z.min() > -radius - 0.02  # the lower half is gone, up to the support radius
+    assert z.max() > 0.55  # the scanned half stays
+    assert report["removed_fraction"] == pytest.approx(0.5, abs=0.08)
+    assert report["removed_area"] == pytest.approx(report["removed_fraction"] * mesh.area, rel=1e-6)
+    assert len(trimmed.vertex_normals) == len(trimmed.vertices)
+
+    mesh, points = _sphere_mesh_and_points(4000, hemisphere=False)
+    same, report = trim_unsupported(mesh, points, radius, min_region_area=np.pi * (2 * radius) ** 2)
+    assert len(same.faces) == len(mesh.faces) and report["removed_area"] == 0.0
+
+
+def test_trimming_keeps_small_sampling_gaps_on_a_closed_surface():
+    from nfcore.mesh import trim_unsupported
+
+    mesh, points = _sphere_mesh_and_points(4000, hemisphere=False)
+    cap = points[:, 2] > 0.58  # a small unsampled cap (height 0.02, area about 0.075)
+    radius = 0.03
+    kept, report = trim_unsupported(mesh, points[~cap], radius, min_region_area=np.pi * (2 * radius) ** 2 * 10)
+    assert len(kept.faces) == len(mesh.faces) and report["removed_regions"] == 0

@@ -34,6 +34,8 @@ def test_fit_writes_mesh_in_input_frame_and_summary(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "fit residuals" in proc.stdout and "wrote" in proc.stdout and "phases: load" in proc.stdout
+    assert "cloud: 3000 points" in proc.stdout and "closed" in proc.stdout  # the analysis
+    assert "chosen from the cloud:" in proc.stdout and "within: read" in proc.stdout
     mesh = trimesh.load(out, force="mesh")
     radius = np.linalg.norm(mesh.vertices - 2.0, axis=1)
     assert abs(np.median(radius) - 1.5) < 0.1

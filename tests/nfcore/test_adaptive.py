@@ -1,0 +1,105 @@
+"""nfcore.adaptive: settings chosen from the cloud's analysis, within the preset's bounds, never over the user's."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import trimesh
+
+from nfcore.adaptive import CAP, CLEAN_END, CLEAN_RATIO, adapt_config
+from nfcore.analysis import analyze_cloud
+from nfcore.fit import fit
+from nfcore.spec import MethodSpec, resolve
+
+ADAPTED = ["encoding.finest_resolution", "extraction.resolution", "precondition.end", "sdf.surface_weight"]
+
+
+def _sphere(n: int, noise: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    p = rng.normal(size=(n, 3))
+    p = 0.8 * p / np.linalg.norm(p, axis=1, keepdims=True)
+    return p + rng.normal(size=p.shape) * noise
+
+
+def _config(**overrides):
+    return resolve(MethodSpec(task="sdf", overrides={"adapt": ADAPTED, **overrides}), "cpu")
+
+
+def test_a_dense_clean_cloud_gets_finer_extraction_and_a_clean_schedule_than_a_sparse_noisy_one():
+    config = _config()
+    # scale 0.5: the sphere spans half the cube, as a 400k-point cloud would be spaced across it.
+    dense, dense_record = adapt_config(config, analyze_cloud(_sphere(100_000, 0.0)), scale=0.5)
+    sparse, sparse_record = adapt_config(config, analyze_cloud(_sphere(3_000, 0.02)), scale=1.0)
+    assert dense.extraction.resolution > sparse.extraction.resolution
+    assert dense.encoding.finest_resolution >= sparse.encoding.finest_resolution == config.encoding.finest_resolution
+    assert dense.precondition.end == pytest.approx(min(config.precondition.end, CLEAN_END))
+    assert sparse.precondition.end == config.precondition.end  # noise stays on to average position noise
+    assert dense.sdf.surface_weight > sparse.sdf.surface_weight == config.sdf.surface_weight
+    assert dense_record["analysis"]["noise_ratio"] < CLEAN_RATIO <= sparse_record["analysis"]["noise_ratio"]
+    for record in (dense_record, sparse_record):
+        assert set(record["chosen"]) == set(ADAPTED)
+        assert all(c["reason"] for c in record["chosen"].values())
+
+
+def test_choices_stay_within_the_presets_bounds():
+    config = _config()
+    very_dense = analyze_cloud(_sphere(200_000, 0.0))
+    tiny_scale, _ = adapt_config(config, very_dense, scale=100.0)  # spacing 100x coarser in cube units
+    huge_scale, _ = adapt_config(config, very_dense, scale=0.01)  # spacing 100x finer
+    res = config.extraction.resolution
+    assert tiny_scale.extraction.resolution == res
+    assert huge_scale.extraction.resolution == int(CAP * res)
+    finest = config.encoding.finest_resolution
+    assert tiny_scale.encoding.finest_resolution == finest
+    assert huge_scale.encoding.finest_resolution == pytest.approx(finest * CAP)
+
+
+def test_a_value_the_user_states_is_not_adapted():
+    spec = MethodSpec(task="sdf", overrides={"adapt": ADAPTED})
+    assert resolve(spec, "cpu").adapt == ADAPTED
+    stated = resolve(MethodSpec(task="sdf", overrides={"extraction": {"resolution": 96}}), "cpu")
+    assert "extraction.resolution" not in stated.adapt
+    config, record = adapt_config(stated, analyze_cloud(_sphere(100_000, 0.0)), scale=1.0)
+    assert config.extraction.resolution == 96 and "extraction.resolution" not in record["chosen"]
+    off = resolve(MethodSpec(task="sdf", overrides={"adapt": []}), "cpu")
+    assert adapt_config(off, analyze_cloud(_sphere(1000, 0.0)), scale=1.0)[1]["chosen"] == {}
+
+
+def test_a_finest_resolution_is_skipped_without_a_hash_grid():
+    config = _config(encoding={"type": "fourier"})
+    adapted, record = adapt_config(config, analyze_cloud(_sphere(5000, 0.0)), scale=1.0)
+    assert "encoding.finest_resolution" in record["skipped"]
+    assert adapted.encoding.type == "fourier"
+
+
+def test_a_fit_records_the_analysis_the_choices_and_the_adapted_config(tmp_path):
+    cloud = tmp_path / "sphere.xyz"
+    points = _sphere(4000, 0.0, seed=3)
+    np.savetxt(cloud, np.c_[points, points / np.linalg.norm(points, axis=1, keepdims=True)])
+    config = _config(train={"steps": 30, "batch_size": 512}, extraction={"resolution": 32})
+    result = fit(cloud, config, tmp_path / "out", device="cpu")
+    settings = result.metrics["settings"]
+    assert set(settings["chosen"]) == {"encoding.finest_resolution", "precondition.end", "sdf.surface_weight"}
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert written["precondition"]["end"] == settings["chosen"]["precondition.end"]["value"]
+    assert written["encoding"]["finest_resolution"] == settings["chosen"]["encoding.finest_resolution"]["value"]
+    assert result.metrics["analysis"]["closed"] is True
+    assert result.metrics["analysis"]["n_points"] == 4000
+
+
+def test_an_open_scan_is_trimmed_where_no_point_supports_the_surface(tmp_path):
+    # A hemisphere: the field closes it underneath; trimming must take that invented cap off again.
+    points = _sphere(6000, 0.0, seed=4)
+    points = points[points[:, 2] > 0]
+    cloud = tmp_path / "dome.xyz"
+    np.savetxt(cloud, np.c_[points, points / np.linalg.norm(points, axis=1, keepdims=True)])
+    config = resolve(MethodSpec(task="sdf", preset="fast", overrides={
+        "train": {"steps": 150, "batch_size": 1024}, "extraction": {"resolution": 64, "trim": "auto"}}), "cpu")
+    result = fit(cloud, config, tmp_path / "out", device="cpu")
+    assert result.metrics["analysis"]["closed"] is False
+    trim = result.metrics["trim"]
+    assert trim["applied"] and trim["removed_fraction"] > 0.2, trim
+    mesh = trimesh.load(result.artifacts["mesh.ply"])
+    assert mesh.vertices[:, 2].min() > -0.2  # nothing left far below the scanned dome (radius 0.8)
