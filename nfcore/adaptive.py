@@ -67,6 +67,7 @@ def adapt_config(config: MethodConfig, analysis: CloudAnalysis, scale: float) ->
     """
     spacing = analysis.spacing * scale  # cube units
     ratio = analysis.noise_ratio
+    clean = ratio < CLEAN_RATIO
     figures = {"spacing_cube": spacing, "noise_cube": analysis.noise * scale, "noise_ratio": ratio,
                "closed": analysis.closed, "n_points": analysis.n_points}
     chosen: dict[str, dict] = {}
@@ -94,7 +95,6 @@ def adapt_config(config: MethodConfig, analysis: CloudAnalysis, scale: float) ->
                                       f"spacing asks for {wanted}, kept within [{preset}, {int(preset * CAP)}]"}
         elif path == "sdf.surface_weight":
             preset = config.sdf.surface_weight
-            clean = ratio < CLEAN_RATIO
             value = max(preset, CLEAN_SURFACE_WEIGHT) if clean else preset
             patch.setdefault("sdf", {})["surface_weight"] = value
             chosen[path] = {"value": value, "preset": preset,
@@ -104,7 +104,6 @@ def adapt_config(config: MethodConfig, analysis: CloudAnalysis, scale: float) ->
                                        "more than the noisy positions")}
         elif path == "precondition.end":
             preset = config.precondition.end
-            clean = ratio < CLEAN_RATIO
             value = min(preset, CLEAN_END) if clean else preset
             patch.setdefault("precondition", {})["end"] = value
             chosen[path] = {"value": value, "preset": preset,

@@ -11,7 +11,7 @@ from nfcore.analysis import MIN_POINTS, CloudAnalysis, analyze_cloud
 from nfcore.errors import InputError
 from nfcore.io.meshes import MESH_EXTENSIONS, check_file, read_mesh
 from nfcore.io.points import SUPPORTED_EXTENSIONS as CLOUD_EXTENSIONS
-from nfcore.io.points import check_normals, check_points, load_raw, ply_has_faces
+from nfcore.io.points import check_normals, check_points, drop_outliers, load_raw, ply_has_faces
 from nfcore.vocab import IMAGE_EXTENSIONS, InputKind
 
 
@@ -131,13 +131,9 @@ def cloud_analysis(points: np.ndarray, normals: np.ndarray | None) -> CloudAnaly
     N apart from the k-d tree: neighbourhood figures are measured on a bounded sample.
     """
     from nfcore.config import InputConfig
-    from nfcore.outliers import estimate_outlier_fraction, remove_outliers
 
-    fraction = estimate_outlier_fraction(points)
-    if fraction >= InputConfig().outlier_min_fraction:
-        kept = remove_outliers(points, normals)
-        if len(kept.points) >= MIN_POINTS:
-            points, normals = kept.points, kept.normals
+    points, normals, fraction, _ = drop_outliers(points, normals, min_fraction=InputConfig().outlier_min_fraction,
+                                                 min_points=MIN_POINTS)
     analysis = analyze_cloud(points, normals)
     analysis.require_surface()
     # The normal check (nfcore.normals) is left to the fit: its Open3D calls start native threads that

@@ -444,17 +444,13 @@ def read_point_cloud(
     notes = list(raw.notes)
     fraction, removed = None, 0
     if outliers != "off" and raw.kind == "pointcloud":
-        from nfcore.outliers import estimate_outlier_fraction, remove_outliers
-
-        fraction = estimate_outlier_fraction(points, rng=np.random.default_rng(seed))
-        if outliers == "on" or fraction >= outlier_min_fraction:
-            result = remove_outliers(points, raw_normals)
-            if result.n_removed and len(points) - result.n_removed >= min_points:
-                points = np.ascontiguousarray(result.points, dtype=np.float32)
-                raw_normals = result.normals
-                removed = int(result.n_removed)
-                notes.append(f"removed {removed} outlier points ({removed / len(raw.points):.1%}; estimated "
-                             f"outlier fraction {fraction:.1%})")
+        points, raw_normals, fraction, removed = drop_outliers(
+            points, raw_normals, always=outliers == "on", min_fraction=outlier_min_fraction, min_points=min_points,
+            seed=seed)
+        if removed:
+            points = np.ascontiguousarray(points, dtype=np.float32)
+            notes.append(f"removed {removed} outlier points ({removed / len(raw.points):.1%}; estimated "
+                         f"outlier fraction {fraction:.1%})")
     normal_check = None
     if raw_normals is not None and raw.kind == "pointcloud" and (
         verify_normals == "on" or (verify_normals == "auto" and len(points) <= CHECK_NORMALS_MAX_POINTS)
@@ -478,6 +474,30 @@ def read_point_cloud(
     return PointCloud(points, np.ascontiguousarray(normals, dtype=np.float32), notes=notes,
                       outlier_fraction=fraction, outliers_removed=removed, normal_check=normal_check,
                       normals_estimated=raw_normals is None)
+
+
+def drop_outliers(
+    points: np.ndarray,
+    normals: np.ndarray | None,
+    *,
+    always: bool = False,
+    min_fraction: float = 0.005,
+    min_points: int = 1,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None, float, int]:
+    """Points and normals without statistical outliers (nfcore.outliers), the estimated fraction, the count removed.
+
+    Removes them when `always` or when the estimated fraction is at least `min_fraction`, and only if
+    at least `min_points` remain; otherwise returns the arrays unchanged with 0 removed.
+    """
+    from nfcore.outliers import estimate_outlier_fraction, remove_outliers
+
+    fraction = estimate_outlier_fraction(points, rng=np.random.default_rng(seed))
+    if always or fraction >= min_fraction:
+        result = remove_outliers(points, normals)
+        if result.n_removed and len(points) - result.n_removed >= min_points:
+            return result.points, result.normals, fraction, int(result.n_removed)
+    return points, normals, fraction, 0
 
 
 CHECK_NORMALS_MAX_POINTS = 500_000

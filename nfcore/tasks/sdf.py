@@ -144,19 +144,17 @@ class SDFTask(SurfaceTask):
         if trim == "auto" and self.analysis.closed:
             self.trim_report = {"applied": False, "reason": "the cloud looks closed (nfcore.analysis)"}
             return mesh
-        a = self.analysis
-        radius = config.extraction.trim_radius * a.spacing + 3 * a.noise  # cube units
-        in_cube = self.similarity.apply_to_mesh(mesh, inverse=False) if self.similarity is not None else mesh
-        trimmed, report = trim_unsupported(in_cube, self.points.cpu().numpy(), radius,
-                                           min_region_area=math.pi * (2 * radius) ** 2)
+        # Trimmed in the input frame (the mesh's): the points and the radius are mapped there instead.
+        scale = self.similarity.scale if self.similarity is not None else 1.0  # cube units per input unit
+        points = self.points.cpu().numpy()
+        points = self.similarity.from_unit(points) if self.similarity is not None else points
+        radius = (config.extraction.trim_radius * self.analysis.spacing + 3 * self.analysis.noise) / scale
+        trimmed, report = trim_unsupported(mesh, points, radius, min_region_area=math.pi * (2 * radius) ** 2)
         if len(trimmed.faces) == 0:
             raise ValueError("no surface left after trimming: every face was far from the points")
-        scale = self.similarity.scale if self.similarity is not None else 1.0
-        report["radius"] /= scale  # input units
-        report["removed_area"] /= scale**2
         self.trim_report = {"applied": True, "reason": "asked for" if trim == "on" else "the cloud looks open (nfcore.analysis)",
                             **report}
-        return self.similarity.apply_to_mesh(trimmed, inverse=True) if self.similarity is not None else trimmed
+        return trimmed
 
     def build_field(self, config: MethodConfig, device: torch.device, generator: torch.Generator) -> NeuralField:
         return NeuralField(config.encoding, config.network, 3, 1, sdf=True, device=device, generator=generator)
