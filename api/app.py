@@ -12,7 +12,8 @@ import anyio
 from fastapi import FastAPI
 
 from api.errors import CatchAllMiddleware, ProblemError, document_problems, install_error_handlers, problem_response
-from api.routes import artifacts, jobs, methods, system, uploads, webhooks
+from api.openapi_meta import document_meta_train_config
+from api.routes import artifacts, jobs, methods, priors, system, uploads, webhooks
 from api.schemas import JobPublic, WebhookEvent
 from api.services.validation import close_inspectors
 from service import jobs as job_service
@@ -28,7 +29,9 @@ logger = logging.getLogger("nfrecon.api")
 TAGS = [
     {"name": "system", "description": "Liveness, readiness, limits and queue length."},
     {"name": "methods", "description": "What can be fitted, and the JSON Schema of each method's options."},
-    {"name": "uploads", "description": "Input files, streamed and validated on arrival."},
+    {"name": "uploads", "description": "Input files, streamed and validated on arrival (a zip of shapes for meta-training)."},
+    {"name": "priors", "description": "Meta-learned priors (MetaSDF): upload, list, download, delete; name one in a "
+     "job's `spec.overrides.prior.id`, or make one with a meta-train job."},
     {"name": "jobs", "description": "Reconstruction jobs: create, watch, cancel, retry, delete."},
     {"name": "artifacts", "description": "Meshes, metrics, config and logs of finished jobs."},
     {"name": "webhooks", "description": "Signed POSTs when a job starts or ends (Standard Webhooks)."},
@@ -59,6 +62,8 @@ class BodyLimitMiddleware:
             return self.settings.max_upload_bytes
         if path.endswith("/v1/jobs/form"):
             return self.settings.max_form_bytes
+        if path.endswith("/v1/priors"):
+            return self.settings.max_prior_bytes + (64 << 10)  # the file and its multipart framing
         return 1 << 20 if path.startswith("/v1/") else None  # JSON bodies are small
 
     async def __call__(self, scope, receive, send):
@@ -181,13 +186,14 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
     )
     install_error_handlers(app)
     document_problems(app)
+    document_meta_train_config(app)
     from api.docs_assets import install_offline_docs
 
     install_offline_docs(app)
     from api.web import mount_web_page
 
     mount_web_page(app)  # the web page at /ui (and / redirects there): static files calling /v1
-    for r in (system, methods, uploads, jobs, artifacts, webhooks):
+    for r in (system, methods, uploads, priors, jobs, artifacts, webhooks):
         app.include_router(r.router, prefix="/v1")
 
     @app.webhooks.post("job-event")

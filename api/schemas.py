@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nfcore.analysis import CloudAnalysis
 from nfcore.spec import MethodSpec
 from nfcore.vocab import DeviceKind, InputKind, MethodName, PresetName, TaskName
+from service.metatrain import MetaTrainSpec
 
 JobStatusName = Literal["queued", "running", "canceling", "succeeded", "failed", "canceled"]
 WebhookEventName = Literal["start", "completed"]
@@ -67,6 +68,9 @@ class Limits(BaseModel):
     max_queue_per_key: int
     max_runtime_s: int
     max_attempts: int
+    max_prior_bytes: int = Field(description="Largest prior file (POST /v1/priors) or prior a meta-train job may make.")
+    meta_max_steps: int = Field(description="Most outer steps of a meta-train job.")
+    meta_max_shapes: int = Field(description="Most shape files in a meta-training zip.")
 
 
 class QueueInfo(BaseModel):
@@ -205,6 +209,24 @@ class JobCreate(JobRequest):
     inputs: list[str] = Field(min_length=1, max_length=1, description="Upload ids (one input per job).")
 
 
+class MetaTrainJobCreate(BaseModel):
+    """A meta-train job: which shape set (a zip upload) to learn a prior from, and how."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"inputs": ["upl_3f9c2d1e8a7b4c6d9e0f1a2b"], "name": "chairs",
+                                         "spec": {"task": "meta-train", "config": {"steps": 300, "inner_steps": 5}}}]},
+    )
+
+    inputs: list[str] = Field(min_length=1, max_length=1, description="One upload of kind `shapes`: a zip of meshes "
+                              "(.obj .off .stl .ply .glb) or oriented clouds of one kind, at least 2.")
+    spec: MetaTrainSpec = Field(default_factory=MetaTrainSpec)
+    name: str | None = Field(None, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Opaque client data, returned as is.")
+    webhook: str | None = _WEBHOOK
+    webhook_events_filter: list[WebhookEventName] | None = _WEBHOOK_EVENTS
+
+
 class RetryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     preset: PresetName | None = Field(None, description="Another preset; default: the original job's.")
@@ -247,9 +269,11 @@ class JobInput(BaseModel):
 class JobPublic(BaseModel):
     id: str = Field(examples=["job_9b1d0c6e2f3a4b5c8d7e6f01"])
     name: str | None = None
-    spec: MethodSpec = Field(description="The method spec exactly as submitted.")
+    spec: MethodSpec | MetaTrainSpec = Field(description="The method spec exactly as submitted (a MetaTrainSpec, "
+                                             "`task: meta-train`, for a meta-train job).")
     status: JobStatusName
-    stage: str | None = Field(None, description="load, train, extract, evaluate, write, done")
+    stage: str | None = Field(None, description="load, train, extract, evaluate, write, done; meta-train jobs: "
+                              "load, meta-train, write, done")
     progress: JobProgress | None = None
     queue_position: int | None = Field(None, description="1 = next to run; null when not queued.")
     attempt: int
@@ -259,7 +283,8 @@ class JobPublic(BaseModel):
     config: dict[str, Any] | None = Field(None, description="The MethodConfig the worker resolved the spec to, for its "
                                           "device (once a worker started the job; view=full or GET by id).")
     error: JobError | None = None
-    metrics: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = Field(None, description="Quality and time figures; a succeeded meta-train job's "
+                                           "`prior_id` names the prior it registered (GET /v1/priors/{id}).")
     retry_of: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
@@ -326,3 +351,37 @@ class WebhookEvent(BaseModel):
     type: Literal["job.started", "job.completed"]
     timestamp: datetime
     data: JobPublic = Field(description="The job as GET /v1/jobs/{id} returns it when the event is sent.")
+
+
+# ---------------------------------------------------------------------------------------------
+# priors
+
+
+class PriorField(BaseModel):
+    """The neural field a prior's weights belong to (it replaces a job's configured field)."""
+
+    encoding: dict[str, Any] = Field(examples=[{"type": "identity"}])
+    network: dict[str, Any] = Field(examples=[{"type": "mlp", "hidden_features": 128, "hidden_layers": 3}])
+
+
+class PriorPublic(BaseModel):
+    """A stored meta-learned prior (MetaSDF): name it in a job as `spec.overrides.prior.id`."""
+
+    id: str = Field(examples=["pri_5a0c9e2b7d1f4e3a8b6c0d9e"])
+    name: str = Field(examples=["chairs.safetensors"], description="The uploaded file's name, or the meta-train job's.")
+    size: int
+    sha256: str
+    created_at: datetime
+    source_job: str | None = Field(None, description="The meta-train job that made it (null: uploaded).")
+    field: PriorField
+    inner_steps: int = Field(description="SGD steps with the learned learning rates it was meta-trained for "
+                             "(a job's default; `overrides.prior.inner_steps` changes it).")
+    batch_size: int
+    algorithm: str | None = Field(None, examples=["maml"])
+    info: dict[str, Any] = Field(default_factory=dict, description="How it was made (algorithm, meta steps, shapes, ...).")
+    links: dict[str, str]
+
+
+class PriorList(BaseModel):
+    items: list[PriorPublic]
+    next_page_token: str | None = None

@@ -171,6 +171,11 @@ def targets(summary: list[dict], args) -> list[str]:
             if p is not None and ref is not None and steps <= 25:
                 lines.append(f"{s['family']}: prior@{steps} {p:.5f} vs scratch@{big} {ref:.5f} "
                              f"({'met' if p <= ref else 'NOT met'}: prior within 25 steps reaches scratch@{big})")
+        for steps in sorted(set(args.prior_steps) & set(args.scratch_steps)):
+            p, q = med.get(f"prior@{steps}"), med.get(f"scratch@{steps}")
+            if p is not None and q is not None:
+                lines.append(f"{s['family']}: prior@{steps} {p:.5f} vs scratch@{steps} {q:.5f} "
+                             f"({'better' if p < q else 'not better'} at equal steps; {q / p:.2f}x)")
         poisson = med.get(f"poisson-d{args.poisson_depth}")
         p5 = med.get("prior@5")
         if poisson is not None and p5 is not None:
@@ -182,14 +187,14 @@ def targets(summary: list[dict], args) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.meta", description=__doc__.splitlines()[0])
     p.add_argument("--families", nargs="+", default=["superquadrics", "revolution"])
-    p.add_argument("--train-shapes", type=int, default=16)
+    p.add_argument("--train-shapes", type=int, default=32)
     p.add_argument("--test-shapes", type=int, default=3)
     p.add_argument("--algorithm", default="maml", choices=["maml", "reptile"])
-    p.add_argument("--first-order", action="store_true")
-    p.add_argument("--meta-steps", type=int, default=300)
+    p.add_argument("--second-order", action="store_true", help="maml through the inner gradients (default first order)")
+    p.add_argument("--meta-steps", type=int, default=600)
     p.add_argument("--meta-batch", type=int, default=4)
     p.add_argument("--inner-steps", type=int, default=5)
-    p.add_argument("--inner-lr", type=float, default=1e-4)
+    p.add_argument("--inner-lr", type=float, default=3e-4)
     p.add_argument("--outer-lr", type=float, default=1e-4)
     p.add_argument("--lr-lr", type=float, default=None, help="Adam lr of the inner learning rates (default: --outer-lr)")
     p.add_argument("--prior-steps", type=int, nargs="+", default=[0, 5, 25, 100])
@@ -212,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     from nfcore.meta.families import family_shapes
 
     torch.set_num_threads(args.threads)
-    cfg = MetaTrainConfig(algorithm=args.algorithm, first_order=args.first_order, steps=args.meta_steps,
+    cfg = MetaTrainConfig(algorithm=args.algorithm, first_order=not args.second_order, steps=args.meta_steps,
                           meta_batch_size=args.meta_batch, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
                           outer_lr=args.outer_lr, lr_lr=args.lr_lr,
                           progress_interval_s=30)
@@ -224,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     def report(complete: bool) -> list[str]:
         """Write what is measured so far (a run cut short by a time limit still leaves its figures)."""
         summary = summarise(rows, args.families, args)
-        verdicts = targets(summary, args)
+        verdicts = targets(summary, args) + [
+            f"{t['family']}: meta-training {t['seconds']:.0f} s on {t['threads']} threads "
+            f"({'met' if t['seconds'] <= 1800 else 'NOT met'}: at most 30 minutes on 2 CPU cores)" for t in trainings]
         result = {"meta": {"device": args.device, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "settings": settings,
                            "complete": complete, "total_seconds": time.perf_counter() - t_all,
                            "field": {"encoding": cfg.encoding.model_dump(), "network": cfg.network.model_dump()}},
@@ -239,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  meta-train {pr.step}/{pr.total_steps} outer loss {pr.loss.get('outer', float('nan')):.5f} "
             f"{pr.elapsed_seconds:.0f} s", flush=True), info={"family": fam})
         priors[fam] = res.prior
-        trainings.append({"family": fam, "algorithm": cfg.algorithm + ("-fo" if cfg.first_order else ""),
+        trainings.append({"family": fam, "algorithm": cfg.algorithm + ("-fo" if cfg.first_order and cfg.algorithm == "maml" else ""),
                           "n_shapes": len(train), "steps": cfg.steps, "inner_steps": cfg.inner_steps,
                           "seconds": res.seconds, "device": args.device, "threads": args.threads})
         print(f"{fam}: meta-training {res.seconds:.0f} s", flush=True)

@@ -440,12 +440,22 @@ class PriorConfig(_Model):
     learned per-parameter learning rates, then the usual training loop (sdf task, neural method).
 
     The prior's field (encoding and network) replaces the configured one: its weights fit no other.
+    Exactly one of `path` and `id` names it.
     """
 
-    path: str = Field(min_length=1)
+    path: str | None = Field(None, min_length=1)
     """The prior file (`nfrecon meta-train`, a safetensors file validated on load)."""
+    id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    """A prior stored by the service (`POST /v1/priors`); the worker resolves it to a file (`path`)
+    before the fit: nfcore itself only reads files."""
     inner_steps: int | None = Field(None, ge=0, le=1000)
     """SGD steps with the learned learning rates; None = the count the prior was meta-trained for."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PriorConfig:
+        if (self.path is None) == (self.id is None):
+            raise ValueError("prior needs exactly one of `path` (a prior file) and `id` (a prior stored by the service)")
+        return self
 
 
 # --------------------------------------------------------------------------------------------

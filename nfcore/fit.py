@@ -126,6 +126,10 @@ def fit(
     gt = Path(gt_path) if gt_path is not None else None
 
     prior = prior_info = init_info = None
+    if config.prior is not None and not kernel and config.prior.path is None:
+        # An id names a prior in the service's store; only the service knows its file.
+        raise InputError(f"prior id {config.prior.id!r} was not resolved to a file: nfcore reads prior files "
+                         "(`prior.path`); the service resolves `prior.id` before the fit")
     if config.prior is not None and not kernel:  # a meta-learned prior brings its own field (nfcore.meta)
         from nfcore.meta.adapt import config_with_prior
 

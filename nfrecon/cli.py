@@ -219,7 +219,7 @@ def _meta_train(args: argparse.Namespace) -> int:
     try:
         device = resolve_device(args.device or "auto")
         settings = json.loads(Path(args.config).read_text()) if args.config else {}
-        flags = {"algorithm": args.algorithm, "first_order": args.first_order or None, "steps": args.steps,
+        flags = {"algorithm": args.algorithm, "first_order": False if args.second_order else (True if args.first_order else None), "steps": args.steps,
                  "inner_steps": args.inner_steps, "seed": args.seed}
         settings = merge(settings, {k: v for k, v in flags.items() if v is not None})
         if args.network:
@@ -316,8 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("inputs", nargs="+", help="mesh or cloud files, directories of them, or .txt lists of paths")
     m.add_argument("-o", "--output", required=True, help="the prior file to write (safetensors)")
     m.add_argument("--algorithm", choices=["maml", "reptile"], help="default maml (learned inner learning rates)")
-    m.add_argument("--first-order", action="store_true", help="maml without second-order terms (faster)")
-    m.add_argument("--steps", type=int, help="outer steps (default 300)")
+    order = m.add_mutually_exclusive_group()
+    order.add_argument("--first-order", action="store_true", help="maml without second-order terms (the default)")
+    order.add_argument("--second-order", action="store_true", help="maml through the inner gradients (about 3x slower)")
+    m.add_argument("--steps", type=int, help="outer steps (default 600)")
     m.add_argument("--inner-steps", type=int, help="inner SGD steps per shape (default 5)")
     m.add_argument("--encoding", choices=["identity", "fourier", "hashgrid", "triplane"])
     m.add_argument("--network", choices=["mlp", "siren", "finer", "gauss", "wire"])

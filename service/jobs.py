@@ -1,20 +1,22 @@
-"""The job lifecycle: create (validate the method spec and the input, queue cap, idempotency), read, cancel,
-retry, delete, logs and artifacts. The API's routes call these; every state change is the job store's."""
+"""The job lifecycle: create (validate the method spec or meta-train spec and the input, queue cap, idempotency),
+read, cancel, retry, delete, logs and artifacts. The API's routes call these; every state change is the job store's."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from pydantic import ValidationError
 
 from nfcore.spec import MethodSpec, resolve
 from nfcore.vocab import TASK_INPUT_KINDS
+from service import metatrain, priors
 from service.context import Services
 from service.errors import ProblemError, not_found
+from service.metatrain import META_TRAIN, MetaTrainSpec
+from service.pages import decode_token, encode_token
 from service.webhooks import check_url
 from store import TERMINAL, IdempotencyConflict, IdempotencyKey, Job, JobStatus, JobView, JobWebhook, Upload, utcnow
 
@@ -88,15 +90,17 @@ def _validation_errors(exc: ValidationError, prefix: list) -> list[dict]:
              "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
-def with_default_preset(services: Services, spec: MethodSpec | None) -> MethodSpec:
+def with_default_preset(services: Services, spec: MethodSpec | MetaTrainSpec | None) -> MethodSpec | MetaTrainSpec:
     """The spec with the server's default preset when the request named none (stored that way)."""
     spec = spec or MethodSpec()
+    if isinstance(spec, MetaTrainSpec):
+        return spec
     if "preset" in spec.model_fields_set:
         return spec
     return spec.model_copy(update={"preset": services.settings.default_preset})
 
 
-def queue_device(services: Services, spec: MethodSpec) -> str:
+def queue_device(services: Services, spec: MethodSpec | MetaTrainSpec) -> str:
     """"cpu" when the job goes to the cpu queue, else "gpu" (GPU workers, or CPU workers serving that queue)."""
     requested = spec.requested_device
     cpu_only = requested == "cpu" or (requested == "auto" and services.settings.job_device == "cpu")
@@ -109,12 +113,8 @@ def validate_spec(services: Services, spec: MethodSpec, loc: list) -> dict[str, 
     A gpu-queue job may run on a GPU worker or on a CPU worker serving that queue, and the presets
     differ per device, so a bad override must fail here for both rather than later on one of them.
     """
-    if spec.overrides.get("prior") is not None:
-        # PriorConfig.path is a path on the worker's disk: a client must never name server files.
-        # Priors will come through the service as uploads named by id.
-        raise ProblemError(422, "invalid_options", "overrides.prior is not accepted through the service (it names a "
-                           "file on the server); use `nfrecon fit --prior` locally",
-                           errors=[{"loc": [*loc, "overrides", "prior"], "msg": "not accepted through the API"}])
+    # PriorConfig.path is a path on the worker's disk: a client names a stored prior by its id instead.
+    priors.refuse_prior_path(spec.overrides, loc)
     devices = ("cpu",) if queue_device(services, spec) == "cpu" else spec.devices()
     configs = {}
     for device in devices:
@@ -155,16 +155,19 @@ def _check_queue(services: Services, owner: str) -> None:
                            headers={"Retry-After": str(s.retry_after_s)})
 
 
-def create_job(services: Services, owner: str, *, spec: MethodSpec | None, upload: Upload, name: str | None,
-               metadata: dict, idempotency_key: str | None, fingerprint_extra: dict | None = None,
+def create_job(services: Services, owner: str, *, spec: MethodSpec | MetaTrainSpec | None, upload: Upload,
+               name: str | None, metadata: dict, idempotency_key: str | None, fingerprint_extra: dict | None = None,
                retry_of: str | None = None, input_path=None, webhook: str | None = None,
-               webhook_events: list[str] | None = None, spec_loc: tuple = ("body", "spec")) -> tuple[Job, bool]:
+               webhook_events: list[str] | None = None, spec_loc: tuple = ("body", "spec"),
+               prior_fallback=None) -> tuple[Job, bool]:
     """Validate, insert, publish. Returns (job, replayed).
 
     Args:
         spec: the method as the client stated it (None = the defaults); stored as submitted, with
-            the server's default preset filled in when it named none.
+            the server's default preset filled in when it named none. A MetaTrainSpec makes a
+            meta-train job (service/metatrain.py).
         spec_loc: where the spec sits in the request, for the `loc` of validation errors.
+        prior_fallback: (prior id, a retried job's own copy of it), used when that stored prior was deleted since.
     """
     s = services.settings
     spec = with_default_preset(services, spec)
@@ -184,15 +187,30 @@ def create_job(services: Services, owner: str, *, spec: MethodSpec | None, uploa
         existing = services.store.get_idempotency(owner, SCOPE, idempotency_key)
         if existing is not None:
             return _replay(services, owner, existing, fingerprint), True
-    configs = validate_spec(services, spec, list(spec_loc))
-    check_input(spec, next(iter(configs.values())), upload)
+    prior_src = None
+    if isinstance(spec, MetaTrainSpec):
+        metatrain.parse_config(spec, list(spec_loc), s)
+        metatrain.check_input(upload)
+    else:
+        configs = validate_spec(services, spec, list(spec_loc))
+        config = next(iter(configs.values()))
+        check_input(spec, config, upload)
+        # The prior must exist and be this key's now; the job then gets its own copy (service/priors.py).
+        prior_src = priors.job_prior_source(services.priors, services.artifacts, owner, config, list(spec_loc),
+                                            fallback=prior_fallback)
     _check_queue(services, owner)
 
     job_id = f"job_{uuid.uuid4().hex[:24]}"
     src = input_path or services.artifacts.absolute(upload.path)
     if not src.is_file():
         raise ProblemError(409, "input_missing", f"the file of upload {upload.id} is gone (expired or deleted)")
-    services.artifacts.link_input(src, job_id)
+    try:
+        services.artifacts.link_input(src, job_id)
+        if prior_src is not None:
+            services.artifacts.link_prior(prior_src, job_id)
+    except BaseException:
+        services.artifacts.remove_job(job_id)
+        raise
     now = utcnow()
     report = upload.report or {}
     job = Job(
@@ -237,21 +255,6 @@ def get_job(services: Services, owner: str, job_id: str) -> Job:
     if job is None:
         raise not_found("job", job_id)
     return job
-
-
-def encode_token(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_token(token: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created, jid = json.loads(raw)
-        return datetime.fromisoformat(created), str(jid)
-    except Exception as exc:
-        raise ProblemError(422, "invalid_page_token", "page_token is not one this server issued",
-                           errors=[{"loc": ["query", "page_token"], "msg": "malformed"}]) from exc
 
 
 def list_jobs(services: Services, owner: str, *, status: str | None, task: str | None, page_size: int,
@@ -300,9 +303,16 @@ def retry_job(services: Services, owner: str, job_id: str, *, preset: str | None
         media_type="application/octet-stream", format=inp["format"], kind=inp["kind"],
         report={"kind": inp["kind"], "has_normals": inp.get("has_normals"), "n_points": inp.get("n_points")})
     hook = services.webhooks.subscription(old.id)
-    spec = MethodSpec.model_validate(old.spec)
     changes = {k: v for k, v in (("preset", preset), ("overrides", overrides)) if v is not None}
-    if changes:
+    if old.task == META_TRAIN:
+        if changes:
+            raise ProblemError(422, "invalid_options", "a meta-train job has no preset or overrides; it is retried "
+                               "with its own spec (submit a new one to change it)",
+                               errors=[{"loc": ["body", next(iter(changes))], "msg": "not for a meta-train job"}])
+        spec = MetaTrainSpec.model_validate(old.spec)
+    else:
+        spec = MethodSpec.model_validate(old.spec)
+    if changes and old.task != META_TRAIN:
         try:
             spec = MethodSpec.model_validate({**spec.model_dump(), **changes})
         except ValidationError as exc:
@@ -310,8 +320,15 @@ def retry_job(services: Services, owner: str, job_id: str, *, preset: str | None
                                errors=_validation_errors(exc, ["body"])) from exc
     job, _ = create_job(services, owner, spec=spec, upload=upload, name=old.name, metadata=old.metadata_ or {},
                         idempotency_key=None, retry_of=old.id, input_path=src, spec_loc=("body",),
-                        webhook=hook.url if hook else None, webhook_events=hook.events if hook else None)
+                        webhook=hook.url if hook else None, webhook_events=hook.events if hook else None,
+                        prior_fallback=(_prior_id(old.spec), services.artifacts.job_prior(job_id)))
     return job
+
+
+def _prior_id(spec: dict) -> str | None:
+    """The prior id a stored method spec names, if any."""
+    prior = (spec.get("overrides") or {}).get("prior")
+    return prior.get("id") if isinstance(prior, dict) else None
 
 
 def delete_job(services: Services, owner: str, job_id: str) -> None:

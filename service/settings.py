@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     """Largest total an .npz may decompress to."""
     validation_max_compression_ratio: float = Field(200.0, gt=1)
     """Largest decompressed/compressed ratio of an .npz member (real float data: 1-10)."""
+    max_prior_bytes: int = Field(256 * MiB, ge=1024)
+    """Largest prior file (POST /v1/priors), and the largest prior a meta-train job may make (8 bytes per
+    parameter: weights and learning rates)."""
+    meta_max_steps: int = Field(20_000, ge=1)
+    """Most outer steps a meta-train job may ask for."""
+    meta_max_shapes: int = Field(1000, ge=2)
+    """Most shapes (files) in a meta-training zip."""
+    meta_max_points: int = Field(100_000, ge=16)
+    """Most scan points per shape (`shapes.n_points`) and SDF samples per shape (`shapes.n_sdf`) of a meta-train job."""
     max_queue: int = Field(1000, ge=1)
     """Queued jobs over all keys before POST /v1/jobs answers 429."""
     max_queue_per_key: int = Field(100, ge=1)

@@ -1,9 +1,10 @@
-"""Job store (SQLAlchemy), webhook outbox and artifact directory, shared by the API, the worker and the reaper."""
+"""Job store (SQLAlchemy), prior store, webhook outbox and artifact directory, shared by the API, the worker and the reaper."""
 
 from store.artifacts import ArtifactStore, disk_full_error, file_sha256, free_bytes, media_type, write_atomic
 from store.db import SchemaMismatch, create_schema, make_engine, sqlite_url
 from store.jobs import IdempotencyConflict, JobStore, JobView
-from store.models import Base, IdempotencyKey, Job, JobWebhook, Upload, WebhookDelivery, utcnow
+from store.models import Base, IdempotencyKey, Job, JobWebhook, Prior, Upload, WebhookDelivery, utcnow
+from store.priors import PriorStore
 from store.states import ACTIVE, RETRYABLE, TERMINAL, ErrorCode, JobStatus, job_error
 from store.webhooks import EVENTS as WEBHOOK_EVENTS
 from store.webhooks import WebhookStore
@@ -22,6 +23,8 @@ __all__ = [
     "JobStore",
     "JobView",
     "JobWebhook",
+    "Prior",
+    "PriorStore",
     "Upload",
     "WEBHOOK_EVENTS",
     "WebhookDelivery",

@@ -5,6 +5,11 @@ Layout under the data directory (a shared volume when workers run on other hosts
     uploads/<upload_id>/input.<ext>       an uploaded file (never named after the client's filename)
     uploads/.incoming/<random>.part       an upload being streamed
     jobs/<job_id>/input/input.<ext>       the job's own copy (hard link) of its input
+    jobs/<job_id>/input/prior.safetensors the job's own copy (hard link) of the prior its spec names
+    jobs/<job_id>/shapes/                 a meta-train job's shapes, extracted from its zip
+    jobs/<job_id>/metatrain.ckpt          a meta-train job's checkpoint (kept across attempts)
+    priors/<prior_id>/prior.safetensors   a stored prior (uploaded or meta-trained), kept until deleted
+    priors/.incoming/<random>.part        a prior being received
     jobs/<job_id>/.attempt-<n>/           outputs being written by attempt n
     jobs/<job_id>/artifacts/              published outputs + manifest.json (renamed in one step)
     jobs/<job_id>/job.log                 the job's log
@@ -34,6 +39,7 @@ _MEDIA_TYPES = {
     ".png": "image/png",
     ".log": "text/plain",
     ".zip": "application/zip",
+    ".safetensors": "application/octet-stream",
 }
 
 
@@ -99,6 +105,7 @@ class ArtifactStore:
         self.root = Path(root).resolve()
         (self.root / "uploads" / ".incoming").mkdir(parents=True, exist_ok=True)
         (self.root / "jobs").mkdir(parents=True, exist_ok=True)
+        (self.root / "priors" / ".incoming").mkdir(parents=True, exist_ok=True)
 
     # uploads --------------------------------------------------------------------------------
     def incoming_path(self) -> Path:
@@ -121,6 +128,33 @@ class ArtifactStore:
             raise ValueError(f"path escapes the data directory: {rel}")
         return path
 
+    # priors ---------------------------------------------------------------------------------
+    def prior_incoming_path(self) -> Path:
+        fd, tmp = tempfile.mkstemp(dir=self.root / "priors" / ".incoming", suffix=".part")
+        os.close(fd)
+        return Path(tmp)
+
+    def prior_path(self, prior_id: str) -> Path:
+        return self.root / "priors" / prior_id / "prior.safetensors"
+
+    def store_prior(self, src: Path, prior_id: str, *, move: bool) -> Path:
+        """Put a validated prior file in place under its id (rename, or hard link/copy then rename: atomic)."""
+        dst = self.prior_path(prior_id)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if move:
+            os.replace(src, dst)
+            return dst
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}")
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        return dst
+
+    def remove_prior(self, prior_id: str) -> None:
+        shutil.rmtree(self.root / "priors" / prior_id, ignore_errors=True)
+
     # jobs -----------------------------------------------------------------------------------
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
@@ -135,13 +169,21 @@ class ArtifactStore:
     def link_input(self, src: Path, job_id: str) -> Path:
         """Give the job its own copy of the input (hard link when possible), so that deleting or
         expiring the upload never touches the job."""
-        dst = self.job_input(job_id, src.suffix.lower())
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copyfile(src, dst)
-        return dst
+        return _link_or_copy(src, self.job_input(job_id, src.suffix.lower()))
+
+    def job_prior(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "input" / "prior.safetensors"
+
+    def link_prior(self, src: Path, job_id: str) -> Path:
+        """Give the job its own copy of a prior (hard link when possible): deleting the stored prior
+        while the job waits or runs never touches it."""
+        return _link_or_copy(src, self.job_prior(job_id))
+
+    def shapes_dir(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "shapes"
+
+    def metatrain_checkpoint(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "metatrain.ckpt"
 
     def log_path(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "job.log"
@@ -217,9 +259,20 @@ class ArtifactStore:
     def remove_artifacts(self, job_id: str) -> None:
         """Expire a job: drop outputs and inputs, keep the log (the record stays queryable)."""
         job = self.job_dir(job_id)
-        for sub in ("artifacts", "input"):
+        for sub in ("artifacts", "input", "shapes"):
             shutil.rmtree(job / sub, ignore_errors=True)
         (job / "all.zip").unlink(missing_ok=True)
+        (job / "metatrain.ckpt").unlink(missing_ok=True)
 
     def remove_job(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> Path:
+    """A hard link to `src` at `dst` (no bytes copied), or a copy where the filesystem refuses links."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+    return dst

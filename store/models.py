@@ -1,4 +1,4 @@
-"""SQLAlchemy tables: jobs, uploads, idempotency keys, webhooks. The job table is the source of truth."""
+"""SQLAlchemy tables: jobs, uploads, priors, idempotency keys, webhooks. The job table is the source of truth."""
 
 from __future__ import annotations
 
@@ -94,6 +94,31 @@ class Upload(Base):
     report: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Prior(Base):
+    """A meta-learned prior (nfcore.meta) a key uploaded or a meta-train job produced; kept until deleted.
+
+    A table of its own, so that an existing database gains it by `create_all` without a migration.
+    """
+
+    __tablename__ = "nfrecon_priors"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), default="", index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    """A display name (the uploaded file's name, or the job's); never used as a path."""
+    path: Mapped[str] = mapped_column(Text)
+    """Relative to the data directory."""
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    header: Mapped[dict] = mapped_column(JSON)
+    """The prior's header as nfcore read it: encoding, network, inner_steps, batch_size, sdf, precondition, info."""
+    source_job: Mapped[str | None] = mapped_column(String(40))
+    """The meta-train job that made it (None: uploaded)."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_nfrecon_priors_owner_created", "owner", "created_at", "id"),)
 
 
 class IdempotencyKey(Base):

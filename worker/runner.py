@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from service.metatrain import META_TRAIN, MetaTrainSpec
 from service.settings import Settings
 from store import ArtifactStore, JobStatus, JobStore, disk_full_error, free_bytes, job_error, make_engine, utcnow
+from worker.output import RunOutput
 
 logger = logging.getLogger("nfrecon.worker")
 
@@ -213,27 +215,10 @@ def run_job(job_id: str, ctx: RunContext) -> str:
     last_progress_log = [-1.0]
     try:
         # Imported here, in the job's child process, never in the worker parent (CUDA + fork).
-        from nfcore.errors import FitCanceled, InputError
-        from nfcore.fit import fit
+        from nfcore.errors import FitCanceled
         from nfcore.progress import describe_progress
-        from nfcore.spec import MethodSpec, resolve
 
         try:
-            spec = MethodSpec.model_validate(job.spec)
-            device = pick_device(ctx, spec.requested_device)
-            try:
-                config = resolve(spec, device)
-            except ValueError as exc:  # validated at submit for every device; a worker forced elsewhere lands here
-                raise InputError(f"the job's method cannot run on this worker's device {device}: {exc}") from exc
-            # The service reports progress at its own pace; recorded so that the job shows what ran.
-            config.train.progress_interval_s = min(config.train.progress_interval_s, settings.progress_interval_s)
-            store.record_config(job_id, attempt, config.model_dump(mode="json"), device)
-            input_path = ctx.artifacts.find_job_input(job_id)
-            if input_path is None:
-                raise FileNotFoundError(f"input of job {job_id} is missing from the data directory")
-            log.write(f"task {spec.task} preset {spec.preset} on {device}; input {input_path.name}")
-            out_dir = ctx.artifacts.attempt_dir(job_id, attempt)
-
             def on_progress(p) -> bool:
                 if heartbeat.lost.is_set():
                     return False
@@ -244,25 +229,32 @@ def run_job(job_id: str, ctx: RunContext) -> str:
                     log.write(describe_progress(data))
                 return not heartbeat.cancel.is_set()
 
-            result = fit(input_path, config, out_dir, device=device, callback=on_progress)
-            # What ran: the fit filled in the settings the preset leaves to the data (nfcore.adaptive).
-            store.record_config(job_id, attempt, result.config.model_dump(mode="json"), device)
+            if job.task == META_TRAIN:
+                from worker.metatrain import run_meta_train
+
+                device = pick_device(ctx, MetaTrainSpec.model_validate(job.spec).requested_device)
+                run = run_meta_train(job, ctx, attempt, log, on_progress, device)
+            else:
+                run = _run_fit(job, ctx, attempt, log, on_progress)
             if heartbeat.cancel.is_set():
                 raise FitCanceled("canceled after the fit finished")
-            entries = ctx.artifacts.publish(job_id, out_dir)
+            entries = ctx.artifacts.publish(job_id, run.out_dir)
             run_seconds = time.perf_counter() - started
-            metrics = dict(result.metrics or {})
+            metrics = dict(run.metrics)
             metrics.update(
                 run_seconds=round(run_seconds, 3),
-                fit_seconds=round(float(result.seconds), 3),
-                steps=int(result.steps),
-                device=device,
+                fit_seconds=round(float(run.seconds), 3),
+                steps=int(run.steps),
+                device=run.device,
                 queue_seconds=round((job.started_at - job.created_at).total_seconds(), 3) if job.started_at else None,
                 artifacts=[e["name"] for e in entries],
             )
+            registered = run.on_published(metrics) if run.on_published else None
             log.write(f"succeeded in {run_seconds:.1f} s; artifacts: {', '.join(e['name'] for e in entries)}")
             if store.finish(job_id, attempt, JobStatus.succeeded, metrics=_jsonable(metrics), expires_at=expires):
                 return JobStatus.succeeded.value
+            if registered is not None:
+                registered()  # the job is no longer ours (canceled or deleted): its result is not kept either
             log.write("job changed under us (canceled or deleted); result discarded")
             return "skipped"
         except FitCanceled:
@@ -304,6 +296,40 @@ def run_job(job_id: str, ctx: RunContext) -> str:
         heartbeat.stop()
         nfcore_logger.removeHandler(handler)
         log.close()
+
+
+def _run_fit(job, ctx: RunContext, attempt: int, log: JobLog, on_progress) -> RunOutput:
+    """A reconstruction: resolve the spec for this worker's device, record it, fit, keep the prior's id."""
+    from nfcore.errors import InputError
+    from nfcore.fit import fit
+    from nfcore.spec import MethodSpec, resolve
+    from service.priors import resolve_job_prior, with_prior_id
+
+    store, settings, job_id = ctx.store, ctx.settings, job.id
+    spec = MethodSpec.model_validate(job.spec)
+    device = pick_device(ctx, spec.requested_device)
+    try:
+        config = resolve(spec, device)
+    except ValueError as exc:  # validated at submit for every device; a worker forced elsewhere lands here
+        raise InputError(f"the job's method cannot run on this worker's device {device}: {exc}") from exc
+    # The service reports progress at its own pace; recorded so that the job shows what ran.
+    config.train.progress_interval_s = min(config.train.progress_interval_s, settings.progress_interval_s)
+    store.record_config(job_id, attempt, config.model_dump(mode="json"), device)  # names a prior by its id
+    input_path = ctx.artifacts.find_job_input(job_id)
+    if input_path is None:
+        raise FileNotFoundError(f"input of job {job_id} is missing from the data directory")
+    run_config, prior_id = resolve_job_prior(config, ctx.artifacts, job_id)  # the id -> the job's own copy
+    log.write(f"task {spec.task} preset {spec.preset} on {device}; input {input_path.name}"
+              + (f"; prior {prior_id}" if prior_id else ""))
+    out_dir = ctx.artifacts.attempt_dir(job_id, attempt)
+    result = fit(input_path, run_config, out_dir, device=device, callback=on_progress)
+    # What ran: the fit filled in the settings the preset leaves to the data (nfcore.adaptive); the
+    # prior is shown by its id, never by the server's path (also in config.json and metrics.json).
+    recorded, metrics = with_prior_id(result.config.model_dump(mode="json"), dict(result.metrics or {}), prior_id,
+                                      out_dir)
+    store.record_config(job_id, attempt, recorded, device)
+    return RunOutput(out_dir=out_dir, metrics=metrics, seconds=float(result.seconds), steps=int(result.steps),
+                     device=device)
 
 
 def _jsonable(obj):

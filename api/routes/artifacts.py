@@ -75,7 +75,8 @@ def _check_range(request: Request, etag: str, size: int) -> bool:
     return True
 
 
-def _serve(request: Request, path: Path, media_type: str, filename: str, etag: str) -> Response:
+def serve_file(request: Request, path: Path, media_type: str, filename: str, etag: str) -> Response:
+    """A file with ETag, If-None-Match (304) and Range (206) handling (artifacts and prior files)."""
     if request.method in ("GET", "HEAD") and etag_matches(
             request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers={"ETag": etag})
@@ -101,7 +102,7 @@ def download_zip(request: Request, job_id: str, services: ServicesDep, owner: Ow
         raise ProblemError(410, "artifacts_expired", f"the artifacts of job {job_id} are gone")
     # The zip is built once and never rewritten, so its size and mtime identify its bytes.
     st = path.stat()
-    return _serve(request, path, "application/zip", f"{job_id}.zip", f'"zip-{st.st_size:x}-{st.st_mtime_ns:x}"')
+    return serve_file(request, path, "application/zip", f"{job_id}.zip", f'"zip-{st.st_size:x}-{st.st_mtime_ns:x}"')
 
 
 @router.get("/jobs/{job_id}/artifacts/{name:path}", response_class=FileResponse,
@@ -115,4 +116,4 @@ def download_artifact(request: Request, job_id: str, name: str, services: Servic
         raise ProblemError(404, "artifact_not_found", f"job {job_id} has no artifact {name!r}; "
                            f"it has {', '.join(e['name'] for e in entries)}")
     # The content hash is a strong validator that survives copies between volumes (mtime would not).
-    return _serve(request, path, entry["media_type"], name.rsplit("/", 1)[-1], f'"{entry["sha256"]}"')
+    return serve_file(request, path, entry["media_type"], name.rsplit("/", 1)[-1], f'"{entry["sha256"]}"')

@@ -1,9 +1,9 @@
-"""Jobs: create (JSON or one-shot multipart), list, get, cancel, retry, delete, logs, server-sent events."""
+"""Jobs: create (JSON, one-shot multipart, or meta-train), list, get, cancel, retry, delete, logs, server-sent events."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, Body, File, Form, Header, Query, Request, Response, UploadFile
@@ -19,6 +19,7 @@ from api.schemas import (
     JobPublic,
     JobRequest,
     LogLines,
+    MetaTrainJobCreate,
     RetryRequest,
     WebhookDeliveryList,
     problems,
@@ -54,6 +55,31 @@ def create_job(
 ) -> dict:
     """Validates the method spec (resolved for every device that may run it) and the input against the task,
     queues the job, and answers 201 with the job (`status: queued`). 429 with Retry-After when the queue is full."""
+    upload = services.store.get_upload(body.inputs[0], owner)
+    if upload is None:
+        raise ProblemError(404, "upload_not_found", f"no upload with id {body.inputs[0]!r}",
+                           errors=[{"loc": ["body", "inputs", 0], "msg": "unknown upload"}])
+    job, replayed = svc.create_job(
+        services, owner, spec=body.spec, upload=upload, name=body.name, metadata=body.metadata,
+        idempotency_key=idempotency_key, webhook=body.webhook, webhook_events=body.webhook_events_filter,
+    )
+    _created(response, job, replayed)
+    return svc.job_public(services, job)
+
+
+@router.post("/jobs/meta-train", status_code=201, response_model=JobPublic,
+             responses={**_CREATED, **problems(401, 404, 409, 422, 429, 507)},
+             summary="Create a meta-train job: learn a prior from a zip of shapes (an upload)")
+def create_meta_train_job(
+    body: Annotated[MetaTrainJobCreate, Body()],
+    response: Response,
+    services: ServicesDep,
+    owner: OwnerDep,
+    idempotency_key: Annotated[str | None, Header(description="Retry-safe creation: same key + same body = same job.")] = None,
+) -> dict:
+    """Runs on the gpu queue (the cpu queue with `spec.device: cpu` or a CPU-only server), like a fit: progress
+    (stage `load`, then `meta-train`), cancel, retry and delete as for other jobs. On success the prior is
+    registered as one of your priors: its id is the job's `metrics.prior_id`, and `prior.safetensors` an artifact."""
     upload = services.store.get_upload(body.inputs[0], owner)
     if upload is None:
         raise ProblemError(404, "upload_not_found", f"no upload with id {body.inputs[0]!r}",
@@ -104,7 +130,7 @@ def list_jobs(
     services: ServicesDep,
     owner: OwnerDep,
     status: Annotated[str | None, Query(description="Comma-separated statuses.", examples=["queued,running"])] = None,
-    task: Annotated[TaskName | None, Query(description="Only jobs of this task.")] = None,
+    task: Annotated[TaskName | Literal["meta-train"] | None, Query(description="Only jobs of this task.")] = None,
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,
     page_token: Annotated[str | None, Query(description="next_page_token of the previous page.")] = None,
     view: Annotated[str, Query(pattern="^(basic|full)$", description="`full` adds the resolved config.")] = "basic",

@@ -1,4 +1,8 @@
-"""Uploads: stream a raw body to disk with a byte limit and a hash, validate it, record it."""
+"""Uploads: stream a raw body to disk with a byte limit and a hash, validate it, record it.
+
+A `.zip` is a shape set (meshes or oriented clouds of one kind) for a meta-train job, checked by
+service.shapesets rather than nfcore's input inspection.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,11 @@ from pathlib import Path
 import anyio
 
 from api.services.validation import ValidationLimits, validate_file
+from nfcore.errors import InputError
 from nfcore.vocab import INPUT_EXTENSIONS
 from service.context import Services
 from service.errors import ProblemError, not_found
+from service.shapesets import ShapeSetLimits, inspect_zip
 from store import IdempotencyConflict, IdempotencyKey, Upload, utcnow
 
 # Media types a client may send for each extension; generic binary types are always accepted.
@@ -37,13 +43,17 @@ _MEDIA = {
     ".tif": {"image/tiff"},
     ".tiff": {"image/tiff"},
     ".webp": {"image/webp"},
+    ".zip": {"application/zip", "application/x-zip-compressed", "application/x-zip"},
 }
 _GENERIC = {"", "application/octet-stream", "binary/octet-stream", "application/x-www-form-urlencoded"}
 SCOPE = "POST /v1/uploads"
 
 
+SHAPE_SET_EXTENSION = ".zip"
+
+
 def supported_extensions() -> list[str]:
-    return sorted({ext for exts in INPUT_EXTENSIONS.values() for ext in exts})
+    return sorted({ext for exts in INPUT_EXTENSIONS.values() for ext in exts} | {SHAPE_SET_EXTENSION})
 
 
 # Names Windows reserves for devices, with any extension (CON.ply opens the console there);
@@ -140,7 +150,13 @@ async def stream_to_file(chunks: AsyncIterator[bytes], path: Path, limit: int) -
     return size, h.hexdigest()
 
 
-def _inspect(path: Path, display_name: str, limits: ValidationLimits) -> dict:
+def _inspect(path: Path, display_name: str, limits: ValidationLimits, settings) -> dict:
+    if path.suffix.lower() == SHAPE_SET_EXTENSION:
+        # A shape set: the archive's structure and CRCs here (bounded reads); each mesh is parsed by the job.
+        try:
+            return inspect_zip(path, display_name, ShapeSetLimits.from_settings(settings))
+        except InputError as exc:
+            raise ProblemError(422, "invalid_input", str(exc)) from None
     # Out of the API's process, with memory, CPU and time limits (api/services/validation.py).
     return validate_file(path, display_name, limits)
 
@@ -181,7 +197,7 @@ async def receive_upload(
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
         try:
-            report = await anyio.to_thread.run_sync(_inspect, final, name, ValidationLimits.from_settings(s))
+            report = await anyio.to_thread.run_sync(_inspect, final, name, ValidationLimits.from_settings(s), s)
             media = (content_type or "").split(";")[0].strip().lower()
             up = Upload(
                 id=upload_id, owner=owner, filename=name, path=services.artifacts.relative(final), size=size, sha256=sha,

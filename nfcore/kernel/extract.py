@@ -100,6 +100,10 @@ def extract_sparse(
         raise ValueError(f"no surface: the field does not cross level {level} in any voxel of the grid")
     mesh = trimesh.Trimesh(np.concatenate(vertices), np.concatenate(faces), process=False)
     mesh.merge_vertices()  # vertices on shared block faces are bit-identical
+    # A vertex on a lattice node (a value exactly at `level`) is made once per block that touches it:
+    # merged, the faces there collapse, as one-block marching cubes (allow_degenerate=False) drops them.
+    f = mesh.faces  # (F, 3)
+    mesh.update_faces((f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2]))
     mesh.remove_unreferenced_vertices()
     return mesh
 

@@ -115,6 +115,10 @@ class SparseGrid:
             idx[outside] = self.node_index(cells[outside][:, None, :] + CORNERS.to(cells.device))
         return idx
 
+    def voxel_index(self, ijk: torch.Tensor) -> torch.Tensor:
+        """(..., 3) voxel indices in [0, R) -> (...,) positions in `voxels`, -1 where the voxel is not in the grid."""
+        return lookup(self.voxel_keys, encode(ijk, self.resolution))
+
     def has_voxel(self, ijk: torch.Tensor) -> torch.Tensor:
         """(..., 3) voxel indices -> (...,) bool."""
         r = self.resolution

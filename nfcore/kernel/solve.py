@@ -7,7 +7,7 @@ Unknowns: the node coefficients alpha (M,) of `KernelField` (voxel units). Rows 
   the mixed differences): a discrete thin-plate energy, which extends the fit linearly into empty voxels.
 s = (spacing / h)^2 is the surface area one point stands for, in voxel units, so a dense and a sparse
 cloud of the same surface weigh the same against the smoothness. The normal equations
-A^T A alpha = A^T b are solved matrix-free (two sparse products per iteration, no A^T A formed) by
+A^T A alpha = A^T b are assembled in row blocks (bounded memory, `NormalEquations`) and solved by
 conjugate gradients with a Jacobi preconditioner, in PyTorch: the same code on CPU and CUDA.
 Written here because torch has no sparse iterative solver and scipy's runs on the CPU only.
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 
 from nfcore.kernel.basis import trilinear
-from nfcore.kernel.grid import SparseGrid
+from nfcore.kernel.grid import SparseGrid, voxel_of
 
 
 class KernelSolveError(FloatingPointError):
@@ -44,74 +44,116 @@ class SystemWeights:
     """s: surface area per point in voxel units (spacing / h)^2."""
 
 
-class NormalEquations:
-    """The operator A^T A = D + L^T L of the least-squares system, its right-hand side A^T b and its diagonal.
+@dataclasses.dataclass
+class Elements:
+    """Small dense blocks that sum to A^T A: element e adds `blocks[e]` (s, s) at rows and columns `cols[e]`.
 
-    D is the point rows' part, accumulated per occupied voxel (an 8 x 8 block over the voxel's
-    corners: a voxel with many points costs no more than one with a single point, which keeps dense
-    clouds of millions of points in bounded memory); L holds the thin-plate rows.
-    Backends (the same PCG runs on both):
-    - "torch": D and L as torch CSR on the points' device, applied as D x + L^T (L x); the CUDA path,
-      and the CPU reference in the tests;
-    - "scipy": D + L^T L formed once by scipy.sparse (CPU only), 7x faster per product than torch's
-      CPU CSR kernels on 2 cores (measured: 6 ms against 43 ms for 178k unknowns).
+    Point rows give one element per occupied voxel (its 8 corners, the 8 x 8 block summed over the
+    voxel's points: a voxel with many points costs no more than one with a single point); each
+    thin-plate row with coefficients v gives lambda v v^T over its 3 or 4 nodes, one block shared by all.
     """
 
-    def __init__(self, d_rows: torch.Tensor, d_cols: torch.Tensor, d_vals: torch.Tensor, rhs: torch.Tensor,
-                 l_rows: torch.Tensor, l_cols: torch.Tensor, l_vals: torch.Tensor, n_l_rows: int, backend: str):
+    cols: torch.Tensor
+    """(K, s) int64 node positions."""
+    blocks: torch.Tensor
+    """(K, s, s) float32, or (s, s) shared by every element."""
+
+
+class NormalEquations:
+    """The operator A^T A of the least-squares system, its right-hand side A^T b and its diagonal.
+
+    A^T A is assembled from `Elements` into row blocks of at most `block_rows` rows: the COO entries of
+    one block (about 140 per row before duplicates are summed) are the only temporaries, so assembly
+    never holds the (64 V + 75 M) entries of the whole matrix at once, and the result is the canonical
+    sparse matrix alone (about 33 entries per row). Products run block by block. Nodes are ordered
+    x-major, so a block is a slab of the grid and its entries come from the elements of that slab.
+    Backends (the same assembly and PCG on both):
+    - "torch": torch CSR on the points' device (the CUDA path, and the CPU reference in the tests);
+    - "scipy": scipy.sparse CSR (CPU only), 7x faster per product than torch's CPU CSR kernels on 2
+      cores (measured: 6 ms against 43 ms for 178k unknowns).
+    """
+
+    def __init__(self, elements: list[Elements], rhs: torch.Tensor, backend: str, *, block_rows: int = 1 << 15):
+        if backend not in ("torch", "scipy"):
+            raise ValueError(f"unknown solver backend {backend!r}; use torch or scipy")
         self.backend = backend
         self.device = rhs.device
-        n = rhs.shape[0]
         self.rhs = rhs
-        if backend == "scipy":
+        n = rhs.shape[0]
+        self.diagonal = torch.zeros(n, device=self.device)
+        self._blocks: list = []
+        # Elements ordered by their first node: a row block's elements are then one range of that order.
+        lows = [el.cols.min(dim=1).values if el.cols.shape[0] else el.cols.new_zeros(0) for el in elements]
+        spans = [int((el.cols.max(dim=1).values - lo).max()) if lo.numel() else 0 for el, lo in zip(elements, lows)]
+        orders = [torch.sort(lo) for lo in lows]  # (sorted lows (K,), permutation (K,)) per kind
+        for start in range(0, n, block_rows):
+            stop = min(start + block_rows, n)
+            picked = []
+            for el, (lo, perm), span in zip(elements, orders, spans):
+                # Elements touching [start, stop) have their first node in [start - span, stop).
+                a, b = (int(i) for i in torch.searchsorted(lo, torch.tensor([start - span, stop], device=lo.device)))
+                sel = perm[a:b]
+                picked.append(Elements(el.cols[sel], el.blocks[sel] if el.blocks.ndim == 3 else el.blocks))
+            rows, cols, vals = _block_entries(picked, start, stop)  # rows local to the block
+            on_diagonal = rows + start == cols
+            self.diagonal.index_add_(0, rows[on_diagonal] + start, vals[on_diagonal])
+            self._blocks.append(self._matrix(rows, cols, vals, (stop - start, n)))
+
+    def _matrix(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shape: tuple[int, int]):
+        """COO entries (duplicates summed) -> one CSR row block of the backend."""
+        if self.backend == "scipy":
             import numpy as np
             import scipy.sparse as sp
 
-            def np32(t: torch.Tensor):
-                return t.cpu().numpy().astype(np.int32 if t.dtype == torch.int64 else np.float32, copy=False)
+            return sp.csr_matrix((vals.cpu().numpy(), (rows.cpu().numpy().astype(np.int32), cols.cpu().numpy().astype(np.int32))),
+                                 shape=shape, dtype=np.float32)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": mv on CSR is stable
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape).coalesce().to_sparse_csr()
 
-            d = sp.csr_matrix((np32(d_vals), (np32(d_rows), np32(d_cols))), shape=(n, n), dtype=np.float32)
-            lm = sp.csr_matrix((np32(l_vals), (np32(l_rows), np32(l_cols))), shape=(n_l_rows, n), dtype=np.float32)
-            self._m = (d + (lm.T.tocsr() @ lm)).tocsr()  # (M, M) symmetric
-            self.diagonal = torch.from_numpy(self._m.diagonal().astype(np.float32))
-        elif backend == "torch":
-            with warnings.catch_warnings():  # "sparse CSR support is in beta": mv on CSR is stable
-                warnings.simplefilter("ignore", UserWarning)
-                self._d = torch.sparse_coo_tensor(torch.stack([d_rows, d_cols]), d_vals, (n, n)).coalesce().to_sparse_csr()
-                self._l = torch.sparse_coo_tensor(torch.stack([l_rows, l_cols]), l_vals, (n_l_rows, n)).coalesce().to_sparse_csr()
-                self._lt = torch.sparse_coo_tensor(torch.stack([l_cols, l_rows]), l_vals, (n, n_l_rows)).coalesce().to_sparse_csr()
-            on_diagonal = d_rows == d_cols
-            self.diagonal = (torch.zeros(n, device=self.device).index_add_(0, d_rows[on_diagonal], d_vals[on_diagonal])
-                             .index_add_(0, l_cols, l_vals * l_vals))
-        else:
-            raise ValueError(f"unknown solver backend {backend!r}; use torch or scipy")
+    @property
+    def nnz(self) -> int:
+        """Stored entries of A^T A."""
+        return sum(int(b.nnz) if self.backend == "scipy" else int(b.values().numel()) for b in self._blocks)
 
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
         """A^T A x for (M,) x."""
         if self.backend == "scipy":
-            return torch.from_numpy(self._m @ x.numpy())
-        return torch.mv(self._d, x) + torch.mv(self._lt, torch.mv(self._l, x))
+            import numpy as np
+
+            xn = x.numpy()
+            return torch.from_numpy(np.concatenate([b @ xn for b in self._blocks]))
+        return torch.cat([torch.mv(b, x) for b in self._blocks])
 
 
-def _smoothness_entries(grid: SparseGrid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(rows, 3 or 4) node columns and (rows, 3 or 4) coefficients of the thin-plate difference rows."""
+def _block_entries(elements: list[Elements], start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """COO entries (rows - start, cols, vals) of the rows [start, stop) of the sum of `elements` (duplicates kept)."""
+    rows, cols, vals = [], [], []
+    for el in elements:
+        s = el.cols.shape[1]
+        for i in range(s):  # block row i of each element lands on node cols[:, i]
+            hit = (el.cols[:, i] >= start) & (el.cols[:, i] < stop)  # (K,)
+            c = el.cols[hit]  # (k, s)
+            rows.append((c[:, i] - start).repeat_interleave(s))
+            cols.append(c.reshape(-1))
+            vals.append((el.blocks[hit, i] if el.blocks.ndim == 3 else el.blocks[i].repeat(c.shape[0])).reshape(-1))
+    return torch.cat(rows), torch.cat(cols), torch.cat(vals)
+
+
+def _smoothness_entries(grid: SparseGrid) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The thin-plate difference rows as (rows, s) node columns and their (s,) coefficients, one pair per kind."""
     nodes, dev = grid.nodes, grid.device
-    cols, vals = [], []
+    out = []
     eye = torch.eye(3, dtype=torch.int64, device=dev)
+    centre = torch.arange(grid.n_nodes, device=dev)
     for a in range(3):  # second differences alpha(n - e) - 2 alpha(n) + alpha(n + e)
-        idx = torch.stack([grid.node_index(nodes - eye[a]), torch.arange(grid.n_nodes, device=dev),
-                           grid.node_index(nodes + eye[a])], dim=1)  # (M, 3)
-        keep = (idx >= 0).all(dim=1)
-        cols.append(idx[keep])
-        vals.append(torch.tensor([1.0, -2.0, 1.0], device=dev).expand(int(keep.sum()), 3))
-    mixed_cols, mixed_vals = [], []
+        idx = torch.stack([grid.node_index(nodes - eye[a]), centre, grid.node_index(nodes + eye[a])], dim=1)  # (M, 3)
+        out.append((idx[(idx >= 0).all(dim=1)], torch.tensor([1.0, -2.0, 1.0], device=dev)))
     for a, b in ((0, 1), (0, 2), (1, 2)):  # sqrt 2 (alpha(n) - alpha(n+ea) - alpha(n+eb) + alpha(n+ea+eb))
-        idx = torch.stack([torch.arange(grid.n_nodes, device=dev), grid.node_index(nodes + eye[a]),
-                           grid.node_index(nodes + eye[b]), grid.node_index(nodes + eye[a] + eye[b])], dim=1)
-        keep = (idx >= 0).all(dim=1)
-        mixed_cols.append(idx[keep])
-        mixed_vals.append(torch.tensor([1.0, -1.0, -1.0, 1.0], device=dev).mul(math.sqrt(2.0)).expand(int(keep.sum()), 4))
-    return (torch.cat(cols), torch.cat(vals)), (torch.cat(mixed_cols), torch.cat(mixed_vals))
+        idx = torch.stack([centre, grid.node_index(nodes + eye[a]), grid.node_index(nodes + eye[b]),
+                           grid.node_index(nodes + eye[a] + eye[b])], dim=1)  # (M, 4)
+        out.append((idx[(idx >= 0).all(dim=1)], torch.tensor([1.0, -1.0, -1.0, 1.0], device=dev) * math.sqrt(2.0)))
+    return out
 
 
 def build_system(
@@ -122,55 +164,38 @@ def build_system(
     *,
     backend: str = "torch",
     chunk_size: int = 262_144,
+    block_rows: int = 1 << 15,
 ) -> NormalEquations:
     """The normal equations of the rows in the module docstring for (N, 3) cube `points` and unit `normals`.
 
     Every point must lie in a voxel of `grid` (all 8 corners present); `SparseGrid.around` ensures it.
-    Points are processed `chunk_size` at a time: temporaries are (chunk, 8, 8), never (N, 8, 8).
+    Points are processed `chunk_size` at a time: temporaries are (chunk, 8, 8), never (N, 8, 8);
+    A^T A is assembled `block_rows` rows at a time (`NormalEquations`).
     """
     dev = points.device
     n_nodes = grid.n_nodes
     sv2 = weights.value * weights.point_area
     sg2 = weights.gradient * weights.point_area
     rhs = torch.zeros(n_nodes, device=dev)
-    voxel_ids, voxel_blocks, voxel_corners = [], [], []
+    # One 8 x 8 block per grid voxel, summed over its points as chunks arrive: memory follows the grid,
+    # not the number of points (per-chunk lists of blocks grew to 2.5 GiB at 10M points).
+    blocks = torch.zeros(grid.n_voxels, 64, device=dev)  # (V, 64)
     for start in range(0, points.shape[0], chunk_size):
-        idx, w, dw = trilinear(grid, points[start : start + chunk_size])  # (n, 8), (n, 8), (n, 8, 3)
-        if bool((idx < 0).any()):
+        x = points[start : start + chunk_size]
+        idx, w, dw = trilinear(grid, x)  # (n, 8), (n, 8), (n, 8, 3)
+        voxel = grid.voxel_index(voxel_of(x, grid.depth))  # (n,)
+        if bool((idx < 0).any()) or bool((voxel < 0).any()):
             raise ValueError("a point lies outside the sparse grid's voxels")
         # Per point: sv^2 w w^T + sg^2 sum_a dw_a dw_a^T (8 x 8), and sg^2 sum_a dw_a n_a for the right-hand side.
         block = sv2 * w[:, :, None] * w[:, None, :] + sg2 * torch.einsum("pia,pja->pij", dw, dw)  # (n, 8, 8)
         rhs.index_add_(0, idx.reshape(-1), (sg2 * torch.einsum("pia,pa->pi", dw, normals[start : start + chunk_size])).reshape(-1))
-        # The lower corner's node identifies the voxel: sum the blocks of points sharing one.
-        ids, inverse = torch.unique(idx[:, 0], return_inverse=True)
-        summed = torch.zeros(len(ids), 64, device=dev).index_add_(0, inverse, block.reshape(-1, 64))
-        corners = torch.empty(len(ids), 8, dtype=torch.int64, device=dev)
-        corners[inverse] = idx
-        voxel_ids.append(ids)
-        voxel_blocks.append(summed)
-        voxel_corners.append(corners)
-    ids = torch.cat(voxel_ids)
-    if len(voxel_ids) > 1:  # chunks may share voxels: merge their blocks
-        ids, inverse = torch.unique(ids, return_inverse=True)
-        blocks = torch.zeros(len(ids), 64, device=dev).index_add_(0, inverse, torch.cat(voxel_blocks))
-        corners = torch.empty(len(ids), 8, dtype=torch.int64, device=dev)
-        corners[inverse] = torch.cat(voxel_corners)
-    else:
-        blocks, corners = voxel_blocks[0], voxel_corners[0]
-    d_rows = corners[:, :, None].expand(-1, 8, 8).reshape(-1)
-    d_cols = corners[:, None, :].expand(-1, 8, 8).reshape(-1)
-    d_vals = blocks.reshape(-1)
-
-    sl = math.sqrt(weights.smoothness)
-    l_rows, l_cols, l_vals, next_row = [], [], [], 0
-    for c, v in _smoothness_entries(grid):
-        k = c.shape[0]
-        l_rows.append((next_row + torch.arange(k, device=dev)[:, None].expand_as(c)).reshape(-1))
-        l_cols.append(c.reshape(-1))
-        l_vals.append((v * sl).reshape(-1))
-        next_row += k
-    return NormalEquations(d_rows, d_cols, d_vals, rhs, torch.cat(l_rows), torch.cat(l_cols), torch.cat(l_vals),
-                           next_row, backend)
+        blocks.index_add_(0, voxel, block.reshape(-1, 64))
+    occupied = (blocks != 0).any(dim=1)  # (V,) voxels holding points
+    corners, blocks = grid.voxel_corners[occupied], blocks[occupied]  # (Vo, 8), (Vo, 64)
+    elements = [Elements(corners, blocks.reshape(-1, 8, 8))]
+    for cols, v in _smoothness_entries(grid):
+        elements.append(Elements(cols, weights.smoothness * v[:, None] * v[None, :]))  # lambda v v^T, (s, s) shared
+    return NormalEquations(elements, rhs, backend, block_rows=block_rows)
 
 
 @dataclasses.dataclass
@@ -228,4 +253,4 @@ def pcg(
     return x, SolveStats(iterations=it, residual=residual, converged=converged)
 
 
-__all__ = ["KernelSolveError", "SystemWeights", "NormalEquations", "build_system", "pcg", "SolveStats"]
+__all__ = ["KernelSolveError", "SystemWeights", "Elements", "NormalEquations", "build_system", "pcg", "SolveStats"]

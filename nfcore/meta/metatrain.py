@@ -132,6 +132,7 @@ def meta_train(
     if cfg.algorithm == "maml":
         groups.append({"params": list(lrs.values()), "lr": cfg.lr_lr or cfg.outer_lr})
     optimizer = torch.optim.Adam(groups)
+    base_lrs = [g["lr"] for g in groups]
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     pick = torch.Generator().manual_seed(cfg.seed + 1)  # which shapes form each meta-batch (CPU: indices)
     config_json = cfg.model_copy(update={"steps": 1}).model_dump_json()  # everything but the length must match
@@ -197,6 +198,10 @@ def meta_train(
             raise DivergedError(f"meta-loss became NaN or inf at outer step {step}; try a lower inner_lr or outer_lr")
         if cfg.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(all_params, cfg.clip_grad_norm)
+        if cfg.outer_schedule == "cosine":  # from the step alone, so a resumed run continues the same curve
+            scale = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * (0.1 + 0.9 * scale)  # ends at a tenth of the start
         optimizer.step()
         done = step + 1
         if step % history_every == 0 or done == cfg.steps:

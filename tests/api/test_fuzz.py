@@ -29,14 +29,17 @@ def live_api(tmp_path_factory, embedded_broker):  # noqa: F811
 
 
 # Schema-valid requests the service must still refuse, because what makes them wrong is not expressible
-# in a schema: the bytes of an upload (a PNG of 1x1 pixels, a file without a known extension) or the
-# resolved method (overrides are a partial MethodConfig, checked against presets per device).
+# in a schema: the bytes of an upload (a PNG of 1x1 pixels, a file without a known extension) or of a
+# prior, the resolved method (overrides are a partial MethodConfig, checked against presets per device;
+# a meta-train config is a partial MetaTrainConfig), or a page token this server did not issue.
 _CONTENT_CHECKED = ["2xx", "401", "404", "409", "413", "415", "422", "429"]
 CONFIG = {
     "operations": [
-        {"include-path": path, "include-method": "POST",
+        {"include-path": path, "include-method": method,
          "checks": {"positive_data_acceptance": {"expected-statuses": _CONTENT_CHECKED}}}
-        for path in ("/v1/uploads", "/v1/jobs/form", "/v1/jobs", "/v1/jobs/{job_id}/retry")
+        for path, method in (("/v1/uploads", "POST"), ("/v1/jobs/form", "POST"), ("/v1/jobs", "POST"),
+                             ("/v1/jobs/{job_id}/retry", "POST"), ("/v1/priors", "POST"), ("/v1/priors", "GET"),
+                             ("/v1/jobs/meta-train", "POST"))
     ],
 }
 

@@ -68,7 +68,8 @@ def test_a_prior_path_cannot_be_named_through_the_api(client, sphere_file):
     uid = upload(client, sphere_file).json()["id"]
     r = create_sdf_job(client, uid, overrides={**TINY_OPTIONS, "prior": {"path": "/etc/passwd"}})
     assert r.status_code == 422 and r.json()["code"] == "invalid_options"
-    assert ["body", "spec", "overrides", "prior"] in [e["loc"] for e in r.json()["errors"]]
+    assert ["body", "spec", "overrides", "prior", "path"] in [e["loc"] for e in r.json()["errors"]]
+    assert "POST /v1/priors" in r.json()["detail"]  # says what to do instead
 
 
 def test_input_must_suit_the_task(client, sphere_file):

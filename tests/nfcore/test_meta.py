@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nfcore.config import MethodConfig, MLPNetworkConfig
-from nfcore.errors import InputError
+from nfcore.errors import FitCanceled, InputError
 from nfcore.field import NeuralField
 from nfcore.meta import (
     MetaShape,
@@ -101,6 +101,22 @@ def test_meta_training_reports_progress_and_resumes_exactly(tmp_path):
         torch.testing.assert_close(resumed.prior.lrs[name], straight.lrs[name])
     with pytest.raises(InputError, match="other meta-training settings"):
         meta_train(shapes, cfg.model_copy(update={"inner_lr": 1e-3}), checkpoint_path=ckpt)
+
+
+def test_cosine_outer_schedule_acts_and_resumes_exactly_after_an_interruption(tmp_path):
+    shapes = _spheres(4, seed=3)
+    cfg = _cfg(steps=4, checkpoint_every=2, outer_schedule="cosine")
+    straight = meta_train(shapes, cfg).prior
+    constant = meta_train(shapes, cfg.model_copy(update={"outer_schedule": "constant"})).prior
+    assert any(not torch.equal(straight.params[n], constant.params[n]) for n in straight.params)
+
+    ckpt = tmp_path / "meta.ckpt"
+    with pytest.raises(FitCanceled):  # stopped after step 2, whose checkpoint is on disk
+        meta_train(shapes, cfg, checkpoint_path=ckpt, callback=lambda progress: progress.step < 2)
+    resumed = meta_train(shapes, cfg, checkpoint_path=ckpt)
+    assert resumed.resumed_from == 2
+    for name, p in straight.params.items():  # the learning rate follows the step, not the restart
+        torch.testing.assert_close(resumed.prior.params[name], p)
 
 
 def test_too_few_shapes_is_an_input_error():
@@ -240,7 +256,7 @@ def test_fit_with_a_prior_uses_its_field_and_steps(sphere_prior, tmp_path):
                   "finest_resolution": 32}},
 ], ids=["mlp+fourier", "siren", "mlp+hashgrid"])
 def test_second_order_maml_runs_on_other_fields(field, tmp_path):
-    cfg = MetaTrainConfig.model_validate({**_cfg(steps=2, inner_steps=2).model_dump(), **field})
+    cfg = MetaTrainConfig.model_validate({**_cfg(steps=2, inner_steps=2, first_order=False).model_dump(), **field})
     result = meta_train(_spheres(3, seed=0), cfg)
     start = NeuralField(cfg.encoding, cfg.network, 3, 1, sdf=True, generator=torch.Generator().manual_seed(cfg.seed))
     moved = [n for n, p in start.named_parameters() if not torch.equal(p.detach(), result.prior.params[n])]
@@ -263,3 +279,23 @@ def test_meta_training_and_adaptation_run_on_cuda(tmp_path):
     field = adapt(result.prior, points, normals, device="cuda")
     x = torch.as_tensor(points, device="cuda")
     assert field(x).is_cuda and torch.isfinite(field(x)).all()
+
+
+def test_a_prior_is_named_by_exactly_one_of_path_and_id_and_fit_refuses_an_unresolved_id(tmp_path):
+    from nfcore.config import PriorConfig
+    from nfcore.fit import fit
+
+    assert PriorConfig(id="pri_abc").path is None
+    with pytest.raises(ValueError, match="exactly one of `path`"):
+        PriorConfig(path="p.safetensors", id="pri_abc")
+    with pytest.raises(ValueError, match="exactly one of `path`"):
+        PriorConfig(inner_steps=3)
+    with pytest.raises(ValueError, match="id"):
+        PriorConfig(id="../etc/passwd")  # an id is a name, never a path
+    points, normals = sphere_cloud(500, radius=0.7, seed=2)
+    src = tmp_path / "s.xyz"
+    np.savetxt(src, np.hstack([points, normals]))
+    config = MethodConfig(prior={"id": "pri_abc"}, train={"steps": 2}, extraction={"resolution": 16})
+    with pytest.raises(InputError, match="prior id 'pri_abc' was not resolved to a file"):
+        fit(src, config, tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out" / "metrics.json").exists()

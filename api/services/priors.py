@@ -1,0 +1,36 @@
+"""Receiving a prior file: stream the multipart part to disk with a byte limit, then store it (service.priors)."""
+
+from __future__ import annotations
+
+import anyio
+
+from api.services.uploads import clean_filename, stream_to_file
+from service import priors
+from service.context import Services
+from service.errors import ProblemError
+from store import Prior
+
+
+async def receive_prior(services: Services, owner: str, file, *, name: str | None) -> Prior:
+    """Stream `file` (an UploadFile) into the data directory, validate it as a prior and record it.
+
+    413 past `max_prior_bytes`, 422 when it is not a valid prior (the reason named), 507 on a full disk.
+    """
+    display = clean_filename(name or file.filename) or "prior.safetensors"
+    part = services.artifacts.prior_incoming_path()
+
+    async def chunks():
+        while block := await file.read(1 << 20):
+            yield block
+
+    try:
+        size, _sha = await stream_to_file(chunks(), part, services.settings.max_prior_bytes)
+        if size == 0:
+            raise ProblemError(422, "empty_file", f"{display} is empty", errors=[{"loc": ["body", "file"], "msg": "empty"}])
+        return await anyio.to_thread.run_sync(
+            lambda: priors.add_prior(services.priors, services.artifacts, owner, part, name=display))
+    finally:
+        part.unlink(missing_ok=True)  # moved into place on success; a refused file is removed
+
+
+__all__ = ["receive_prior"]

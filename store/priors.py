@@ -1,0 +1,50 @@
+"""The prior store: rows of stored priors, scoped by owner, listed newest first by keyset."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Engine, delete, or_, select
+
+from store.db import session_factory
+from store.models import Prior
+
+
+class PriorStore:
+    """Priors on the job store's engine (the table is created with the job tables)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.Session = session_factory(engine)
+
+    def add(self, prior: Prior) -> Prior:
+        with self.Session() as s:
+            s.add(prior)
+            s.commit()
+            return prior
+
+    def get(self, prior_id: str, owner: str | None = None) -> Prior | None:
+        """The prior, or None when unknown or owned by someone else (owner None = any)."""
+        with self.Session() as s:
+            row = s.get(Prior, prior_id)
+            if row is None or (owner is not None and row.owner != owner):
+                return None
+            return row
+
+    def list(self, owner: str | None, *, limit: int = 50, before: tuple[datetime, str] | None = None) -> list[Prior]:
+        """Newest first; `before` = (created_at, id) of the last item of the previous page."""
+        q = select(Prior)
+        if owner is not None:
+            q = q.where(Prior.owner == owner)
+        if before is not None:
+            created, pid = before
+            q = q.where(or_(Prior.created_at < created, (Prior.created_at == created) & (Prior.id < pid)))
+        q = q.order_by(Prior.created_at.desc(), Prior.id.desc()).limit(limit)
+        with self.Session() as s:
+            return list(s.scalars(q))
+
+    def delete(self, prior_id: str) -> bool:
+        with self.Session() as s:
+            n = s.execute(delete(Prior).where(Prior.id == prior_id)).rowcount
+            s.commit()
+            return n == 1
