@@ -191,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-shapes", type=int, default=3)
     p.add_argument("--algorithm", default="maml", choices=["maml", "reptile"])
     p.add_argument("--second-order", action="store_true", help="maml through the inner gradients (default first order)")
-    p.add_argument("--meta-steps", type=int, default=600)
+    p.add_argument("--meta-steps", type=int, default=1500)
     p.add_argument("--meta-batch", type=int, default=4)
     p.add_argument("--inner-steps", type=int, default=5)
     p.add_argument("--inner-lr", type=float, default=3e-4)
     p.add_argument("--outer-lr", type=float, default=1e-4)
+    p.add_argument("--outer-schedule", default="cosine", choices=["constant", "cosine"])
     p.add_argument("--lr-lr", type=float, default=None, help="Adam lr of the inner learning rates (default: --outer-lr)")
     p.add_argument("--prior-steps", type=int, nargs="+", default=[0, 5, 25, 100])
     p.add_argument("--scratch-steps", type=int, nargs="+", default=[5, 25, 100, 1000])
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = MetaTrainConfig(algorithm=args.algorithm, first_order=not args.second_order, steps=args.meta_steps,
                           meta_batch_size=args.meta_batch, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
-                          outer_lr=args.outer_lr, lr_lr=args.lr_lr,
+                          outer_lr=args.outer_lr, lr_lr=args.lr_lr, outer_schedule=args.outer_schedule,
                           progress_interval_s=30)
     args.field_spec = cfg
     rows, trainings, priors = [], [], {}

@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     order = m.add_mutually_exclusive_group()
     order.add_argument("--first-order", action="store_true", help="maml without second-order terms (the default)")
     order.add_argument("--second-order", action="store_true", help="maml through the inner gradients (about 3x slower)")
-    m.add_argument("--steps", type=int, help="outer steps (default 600)")
+    m.add_argument("--steps", type=int, help="outer steps (default 1500)")
     m.add_argument("--inner-steps", type=int, help="inner SGD steps per shape (default 5)")
     m.add_argument("--encoding", choices=["identity", "fourier", "hashgrid", "triplane"])
     m.add_argument("--network", choices=["mlp", "siren", "finer", "gauss", "wire"])

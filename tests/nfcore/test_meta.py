@@ -43,7 +43,7 @@ def _spheres(count: int, seed: int) -> list[MetaShape]:
 
 def _cfg(**kw) -> MetaTrainConfig:
     base = dict(network=TINY_NET, steps=60, meta_batch_size=2, inner_steps=3, batch_size=256, outer_batch_size=512,
-                inner_lr=1e-4, outer_lr=1e-4, progress_interval_s=0)
+                inner_lr=1e-4, outer_lr=1e-4, outer_schedule="constant", progress_interval_s=0)
     return MetaTrainConfig(**{**base, **kw})
 
 
