@@ -84,12 +84,12 @@ class NormalEquations:
         self._blocks: list = []
         # Elements ordered by their first node: a row block's elements are then one range of that order.
         lows = [el.cols.min(dim=1).values if el.cols.shape[0] else el.cols.new_zeros(0) for el in elements]
-        spans = [int((el.cols.max(dim=1).values - lo).max()) if lo.numel() else 0 for el, lo in zip(elements, lows)]
+        spans = [int((el.cols.max(dim=1).values - lo).max()) if lo.numel() else 0 for el, lo in zip(elements, lows, strict=True)]
         orders = [torch.sort(lo) for lo in lows]  # (sorted lows (K,), permutation (K,)) per kind
         for start in range(0, n, block_rows):
             stop = min(start + block_rows, n)
             picked = []
-            for el, (lo, perm), span in zip(elements, orders, spans):
+            for el, (lo, perm), span in zip(elements, orders, spans, strict=True):
                 # Elements touching [start, stop) have their first node in [start - span, stop).
                 a, b = (int(i) for i in torch.searchsorted(lo, torch.tensor([start - span, stop], device=lo.device)))
                 sel = perm[a:b]
