@@ -11,7 +11,8 @@ from nfcore.analysis import MIN_POINTS, CloudAnalysis, analyze_cloud
 from nfcore.errors import InputError
 from nfcore.io.meshes import MESH_EXTENSIONS, check_file, read_mesh
 from nfcore.io.points import SUPPORTED_EXTENSIONS as CLOUD_EXTENSIONS
-from nfcore.io.points import check_normals, check_points, drop_outliers, load_raw, ply_has_faces
+from nfcore.io.points import check_given_normals, check_normals, check_points, drop_outliers, load_raw, ply_has_faces
+from nfcore.normals import OPEN3D_MIN_POINTS
 from nfcore.vocab import IMAGE_EXTENSIONS, InputKind
 
 
@@ -136,6 +137,9 @@ def cloud_analysis(points: np.ndarray, normals: np.ndarray | None) -> CloudAnaly
                                                  min_points=MIN_POINTS)
     analysis = analyze_cloud(points, normals)
     analysis.require_surface()
-    # The normal check (nfcore.normals) is left to the fit: its Open3D calls start native threads that
-    # crash under the validation child's address-space limit (seen as SIGSEGV), so `normals` stays None here.
-    return analysis.model_copy(update={"outlier_fraction": fraction})
+    update: dict = {"outlier_fraction": fraction}
+    if normals is not None and len(points) < OPEN3D_MIN_POINTS:
+        # Larger clouds are checked in the fit only: there the check uses Open3D, whose native threads
+        # crash under the validation child's address-space limit (seen as SIGSEGV).
+        update["normals"] = check_given_normals(points, normals).check
+    return analysis.model_copy(update=update)

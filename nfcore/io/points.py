@@ -394,15 +394,7 @@ def estimate_normals(points: np.ndarray, *, neighbors: int = 30) -> np.ndarray:
     rest; outward on closed shapes, one consistent side on open sheets (see nfcore/normals.py).
     """
     from nfcore.normals import estimate_oriented_normals
-    from nfcore.open3d_import import import_open3d
 
-    try:
-        import_open3d()
-    except ImportError as exc:
-        raise InputError(
-            f"the point cloud has no normals and estimating them needs Open3D ({exc}) "
-            "(or provide normals: x y z nx ny nz)"
-        ) from exc
     try:
         normals = estimate_oriented_normals(np.asarray(points, dtype=np.float64), neighbors=neighbors)
     except (RuntimeError, ValueError) as exc:
@@ -455,16 +447,11 @@ def read_point_cloud(
     if raw_normals is not None and raw.kind == "pointcloud" and (
         verify_normals == "on" or (verify_normals == "auto" and len(points) <= CHECK_NORMALS_MAX_POINTS)
     ):
-        from nfcore.normals import normal_reliability
-
-        rel = normal_reliability(points, raw_normals, rng=np.random.default_rng(seed))
-        repair = normals_unreliable(rel.flipped_fraction, rel.noisy_fraction)
-        normal_check = {"agreement": rel.median_abs_cos, "flipped_fraction": rel.flipped_fraction,
-                        "noisy_fraction": rel.noisy_fraction, "reliable": not repair, "repaired": repair}
-        if repair:
-            raw_normals = rel.repaired
-            notes.append(f"given normals re-oriented where flipped ({rel.flipped_fraction:.1%}) and re-estimated "
-                         f"where noisy ({rel.noisy_fraction:.1%})")
+        verified = check_given_normals(points, raw_normals, seed=seed)
+        normal_check = verified.record
+        if verified.repaired is not None:
+            raw_normals = verified.repaired
+            notes.append(verified.note)
     if raw_normals is not None:
         normals = raw_normals
     elif estimate_normals:
@@ -504,6 +491,37 @@ CHECK_NORMALS_MAX_POINTS = 500_000
 """`verify_normals="auto"` checks clouds up to this size (the check costs about 3 s per 100k points)."""
 FLIPPED_LIMIT = 0.02
 NOISY_LIMIT = 0.05
+
+
+@dataclass(frozen=True)
+class GivenNormals:
+    """What `check_given_normals` found: the JSON record, the repaired normals (None: used as given), a note."""
+
+    record: dict
+    repaired: np.ndarray | None
+    note: str | None
+
+    @property
+    def check(self):
+        """The record as the cloud analysis's `NormalCheck`."""
+        from nfcore.analysis import NormalCheck
+
+        return NormalCheck(agreement=self.record["agreement"], flipped_fraction=self.record["flipped_fraction"],
+                           reliable=self.record["reliable"])
+
+
+def check_given_normals(points: np.ndarray, normals: np.ndarray, *, seed: int = 0) -> GivenNormals:
+    """Check (N, 3) given normals against the local geometry (nfcore.normals); repair them when unreliable."""
+    from nfcore.normals import normal_reliability
+
+    rel = normal_reliability(points, normals, rng=np.random.default_rng(seed))
+    repair = normals_unreliable(rel.flipped_fraction, rel.noisy_fraction)
+    record = {"agreement": rel.median_abs_cos, "flipped_fraction": rel.flipped_fraction,
+              "noisy_fraction": rel.noisy_fraction, "reliable": not repair, "repaired": repair}
+    if not repair:
+        return GivenNormals(record, None, None)
+    return GivenNormals(record, rel.repaired, f"given normals re-oriented where flipped ({rel.flipped_fraction:.1%}) "
+                        f"and re-estimated where noisy ({rel.noisy_fraction:.1%})")
 
 
 def normals_unreliable(flipped_fraction: float, noisy_fraction: float) -> bool:

@@ -131,3 +131,24 @@ def test_a_cloud_report_carries_its_analysis(tmp_path):
     assert sphere_report.analysis.outlier_fraction == pytest.approx(250 / 5250, rel=0.3)
     assert dome_report.analysis.outlier_fraction < 0.005
     assert sphere_report.analysis.spacing == pytest.approx(np.sqrt(4 * np.pi / 5000), rel=0.25)
+
+
+def test_a_cloud_report_checks_given_normals(tmp_path, monkeypatch):
+    import nfcore.io.inspect as inspect_module
+
+    rng = np.random.default_rng(1)
+    p = rng.normal(size=(4000, 3))
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    n = p.copy()
+    np.savetxt(tmp_path / "good.xyz", np.hstack([p, n]))
+    flip = rng.random(len(n)) < 0.1
+    n[flip] *= -1
+    np.savetxt(tmp_path / "flipped.xyz", np.hstack([p, n]))
+
+    good = inspect_input(tmp_path / "good.xyz").analysis.normals
+    flipped = inspect_input(tmp_path / "flipped.xyz").analysis.normals
+    assert good.reliable and good.flipped_fraction < 0.01 and good.agreement > 0.99
+    assert not flipped.reliable and flipped.flipped_fraction == pytest.approx(flip.mean(), abs=0.02)
+    # Above the NumPy-only size the check is left to the fit (Open3D crashes in the validation child).
+    monkeypatch.setattr(inspect_module, "OPEN3D_MIN_POINTS", 1000)
+    assert inspect_input(tmp_path / "good.xyz").analysis.normals is None

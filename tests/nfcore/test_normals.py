@@ -19,7 +19,7 @@ from nfcore.normals import (
     propagate_signs,
     wrong_fraction,
 )
-from nfcore.open3d_import import open3d_available
+from nfcore.open3d_import import open3d_available, open3d_problem
 
 MESHES = synthetic_meshes()
 NOISE = 0.005  # per-coordinate std, fraction of the bounding-box diagonal (as the shared sparse clouds)
@@ -81,7 +81,6 @@ def test_open_sheets_get_one_consistent_side(shape):
         assert wrong < 0.01  # a tube is seen more from outside than through its ends
 
 
-@pytest.mark.skipif(not open3d_available(), reason="nfcore.io.points.estimate_normals requires Open3D")
 def test_read_path_estimates_outward_normals_where_the_old_orientation_failed():
     # Two spheres 0.06 apart: Open3D's tangent-plane orientation + centroid flip had half of them inward.
     points, truth = _cloud("two_spheres")
@@ -181,10 +180,12 @@ def test_shared_clouds(name):
     assert info["mode"] == ("consistent" if name.startswith("mountain") else "visibility")
 
 
-def test_without_open3d_scipy_does_pca_and_hidden_point_removal(monkeypatch):
+@pytest.mark.skipif(not open3d_available(), reason=f"the comparison needs Open3D: {open3d_problem()}")
+def test_numpy_pca_equals_open3d_and_scipy_does_hidden_point_removal(monkeypatch):
     import nfcore.normals as normals_module
 
     points, truth = _cloud("torus", 3000)
+    monkeypatch.setattr(normals_module, "OPEN3D_MIN_POINTS", 0)  # Open3D's estimate even for small clouds
     with_o3d = pca_normals(points, 20)
     monkeypatch.setattr(normals_module, "_open3d", lambda: None)
     without = pca_normals(points, 20)
