@@ -37,7 +37,9 @@ _SDF_CPU: dict[str, dict] = {
         "encoding": {"type": "hashgrid", "n_levels": 8, "log2_hashmap_size": 15, "base_resolution": 8, "finest_resolution": 128},
         "network": {"type": "mlp", "hidden_features": 32, "hidden_layers": 1},
         "train": {"steps": 800, "batch_size": 4096},
-        "extraction": {"resolution": 192},
+        # With vertex projection, 128 scores within 0.3% of 192 on Chamfer-L1 (sparse bunny and
+        # armadillo) in half the marching-cubes time; the spacing rule asks for less on 10k clouds.
+        "extraction": {"resolution": 128},
     },
     "balanced": {
         "encoding": {"type": "hashgrid", "n_levels": 12, "log2_hashmap_size": 17, "base_resolution": 8, "finest_resolution": 512},

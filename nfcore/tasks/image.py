@@ -77,9 +77,18 @@ class Rendering:
     scale: float
 
 
+CURVE_PIXELS = 32_768
+"""Pixels the PSNR curve's intermediate points are measured on: a fixed random subset (the last point
+uses every pixel). Rendering all of a 512x512 image at 50 points took twice the training time on
+2 CPU cores (11 s against 5.5 s, measured); 32k pixels estimate the MSE within about 1-2%, ~0.1 dB."""
+
+
 @dataclasses.dataclass
 class PsnrCurve:
-    """PSNR at the training resolution every `every` steps of `total`, from the untrained field (step 0) on."""
+    """PSNR at the training resolution every `every` steps of `total`, from the untrained field (step 0) on.
+
+    Intermediate points are measured on `CURVE_PIXELS` fixed pixels of larger images; the last on all.
+    """
 
     every: int
     total: int
@@ -129,6 +138,10 @@ class ImageTask(FitTask):
         self.bit_depth = bit_depth
         self.curve: PsnrCurve | None = None  # started by build_field, extended by on_step
         self.device = image.device
+        self.curve_pixels: torch.Tensor | None = None  # (CURVE_PIXELS,) pixel indices; None = all
+        if height * width > CURVE_PIXELS:
+            fixed = torch.Generator().manual_seed(0)  # the same pixels at every point of the curve
+            self.curve_pixels = torch.randperm(height * width, generator=fixed)[:CURVE_PIXELS].to(image.device)
 
     @classmethod
     def load(cls, input_path: Path, config: MethodConfig, device: torch.device, progress: PhaseProgress) -> ImageTask:
@@ -166,7 +179,7 @@ class ImageTask(FitTask):
         total = config.train.steps
         self.curve = PsnrCurve(every=config.image.psnr_every or max(1, total // 50), total=total)
         self.curve.steps.append(0)
-        self.curve.psnr.append(self.psnr(field))
+        self.curve.psnr.append(self.psnr(field, pixels=self.curve_pixels))
         return field
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -186,14 +199,18 @@ class ImageTask(FitTask):
         if done % curve.every == 0 or done == curve.total:
             t0 = time.perf_counter()
             curve.steps.append(done)
-            curve.psnr.append(self.psnr(field))
+            curve.psnr.append(self.psnr(field, pixels=None if done == curve.total else self.curve_pixels))
             curve.seconds += time.perf_counter() - t0
 
     @torch.no_grad()
-    def psnr(self, field) -> float:
-        """PSNR (dB) of the field's clipped rendering against the training image."""
-        pred = render_image(field, self.height, self.width, self.extent, clip=True)
-        mse = float(np.mean((pred.reshape(-1, self.out_dim) - self.colors.cpu().numpy()) ** 2))
+    def psnr(self, field, pixels: torch.Tensor | None = None) -> float:
+        """PSNR (dB) of the field's clipped rendering against the training image, at `pixels` (flat indices) or all."""
+        if pixels is None:
+            pred = render_image(field, self.height, self.width, self.extent, clip=True).reshape(-1, self.out_dim)
+            mse = float(np.mean((pred - self.colors.cpu().numpy()) ** 2))
+        else:
+            pred = field(self.coords[pixels]).float().clamp(0.0, 1.0)  # (P, C)
+            mse = float(torch.mean((pred - self.colors[pixels]) ** 2))
         return math.inf if mse == 0 else -10.0 * math.log10(mse)
 
     def extract(self, field: torch.nn.Module, config: MethodConfig, progress: PhaseProgress) -> Rendering:

@@ -117,6 +117,32 @@ def test_the_image_presets_fit_a_photo_like_image_quickly(tmp_path: Path, preset
     assert result.metrics["psnr"] > 30.0, result.metrics["psnr"]
 
 
+
+def test_the_psnr_curve_of_a_large_image_measures_a_fixed_pixel_subset() -> None:
+    # Intermediate points use CURVE_PIXELS fixed pixels (cheap); the estimate must stay close to the
+    # whole image's PSNR, and the same pixels must be used every time.
+    from nfcore.tasks.image import CURVE_PIXELS
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:256, 0:320] / 256.0
+    img = np.stack([x, y, 0.5 + 0.5 * np.sin(20 * x) * np.cos(15 * y)], axis=-1) + rng.normal(0, 0.05, (256, 320, 3))
+    task = ImageTask(torch.as_tensor(np.clip(img, 0, 1), dtype=torch.float32), batch_size=4096)
+    assert task.curve_pixels is not None and task.curve_pixels.shape == (CURVE_PIXELS,)
+    assert len(torch.unique(task.curve_pixels)) == CURVE_PIXELS
+    config = resolve(MethodSpec(task="image", preset="fast"), "cpu")
+    field = task.build_field(config, torch.device("cpu"), torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(field.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(30):
+        loss, _ = task.loss(field, task.sample(step, gen), 0.0, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    subset, whole = task.psnr(field, pixels=task.curve_pixels), task.psnr(field)
+    assert subset == pytest.approx(whole, abs=0.2), (subset, whole)
+    assert task.psnr(field, pixels=task.curve_pixels) == subset
+    assert ImageTask(torch.zeros(100, 100, 1), batch_size=64).curve_pixels is None  # small images: every pixel
+
 def test_fit_round_trip_reaches_psnr(tmp_path: Path) -> None:
     src = write_image(_synthetic(), tmp_path / "in.png")
     phases: list[str] = []
