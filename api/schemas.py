@@ -192,7 +192,7 @@ class JobRequest(BaseModel):
 
 
 class JobCreate(JobRequest):
-    """A job: which upload to fit, and how."""
+    """A job: which upload to fit (or, for an sdf, which scans of one object to merge), and how."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -201,25 +201,40 @@ class JobCreate(JobRequest):
                 {"inputs": ["upl_3f9c2d1e8a7b4c6d9e0f1a2b"], "name": "bunny",
                  "spec": {"task": "sdf", "preset": "fast",
                             "overrides": {"train": {"steps": 1000}, "precondition": {"initial_scale": 0.02},
-                                          "extraction": {"formats": ["ply", "obj"]}}}}
+                                          "extraction": {"formats": ["ply", "obj"]}}}},
+                {"inputs": ["upl_0a1b2c3d4e5f60718293a4b5", "upl_1b2c3d4e5f60718293a4b5c6", "upl_2c3d4e5f60718293a4b5c6d7"],
+                 "name": "statue, three scans",
+                 "spec": {"task": "sdf", "method": "kernel", "overrides": {"input": {"registration": "auto"}}}},
             ]
         },
     )
 
-    inputs: list[str] = Field(min_length=1, max_length=1, description="Upload ids (one input per job).")
+    # The 64 is checked by the service (service.jobs.find_fit_inputs), so that a list past it is a 422
+    # naming the first entry too many, ["body", "inputs", 64], like every other bad entry.
+    inputs: list[str] = Field(
+        min_length=1, json_schema_extra={"maxItems": 64},
+        description="Upload ids: one input; or, for task `sdf`, 2 to 64 point-cloud uploads that are overlapping "
+                    "scans (views) of one object in one frame, registered (`overrides.input.registration`) and "
+                    "merged into one surface by the worker. Every other task takes exactly one.")
 
 
 class MetaTrainJobCreate(BaseModel):
-    """A meta-train job: which shape set (a zip upload) to learn a prior from, and how."""
+    """A meta-train job: which shapes (a zip upload, or a list of mesh and cloud uploads) to learn a prior from, and how."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"inputs": ["upl_3f9c2d1e8a7b4c6d9e0f1a2b"], "name": "chairs",
-                                         "spec": {"task": "meta-train", "config": {"steps": 300, "inner_steps": 5}}}]},
+        json_schema_extra={"examples": [
+            {"inputs": ["upl_3f9c2d1e8a7b4c6d9e0f1a2b"], "name": "chairs",
+             "spec": {"task": "meta-train", "config": {"steps": 300, "inner_steps": 5}}},
+            {"inputs": ["upl_0a1b2c3d4e5f60718293a4b5", "upl_1b2c3d4e5f60718293a4b5c6", "upl_2c3d4e5f60718293a4b5c6d7"],
+             "name": "shoes", "spec": {"config": {"steps": 300}, "device": "cpu"}},
+        ]},
     )
 
-    inputs: list[str] = Field(min_length=1, max_length=1, description="One upload of kind `shapes`: a zip of meshes "
-                              "(.obj .off .stl .ply .glb) or oriented clouds of one kind, at least 2.")
+    inputs: list[str] = Field(min_length=1, max_length=10_000, description=(
+        "Either one upload of kind `shapes`: a zip of meshes (.obj .off .stl .ply .glb) or oriented clouds of one "
+        "kind, at least 2; or 2 to the server's `meta_max_inputs` uploads of your own, each a `mesh` or a "
+        "`pointcloud` with normals (one shape each). The job keeps its own copy of every file."))
     spec: MetaTrainSpec = Field(default_factory=MetaTrainSpec)
     name: str | None = Field(None, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict, description="Opaque client data, returned as is.")

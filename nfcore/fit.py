@@ -85,7 +85,7 @@ def _resuming(checkpoint_path: str | Path | None) -> bool:
 
 
 def fit(
-    input_path: str | Path,
+    input_path: str | Path | list[str | Path],
     config: MethodConfig,
     out_dir: str | Path,
     *,
@@ -97,6 +97,9 @@ def fit(
     """Fit `config.task` to `input_path` and write artifacts into `out_dir`.
 
     Args:
+        input_path: one file, or a list of point-cloud files that are overlapping scans (views) of one
+            object in a common frame (sdf only): registered as `config.input.registration` says and
+            merged (nfcore.scans); the metrics gain `scans`. A list of one is that one file.
         device: "auto", "cpu", "cuda" or None (then `config.device`).
         callback: receives `nfcore.progress.Progress` at a bounded rate; returning False stops
             the fit with FitCanceled.
@@ -107,9 +110,17 @@ def fit(
         InputError: the input or the options are unusable (message names the problem).
         FitCanceled: the callback asked to stop.
     """
-    path = Path(input_path)
-    if not path.is_file():
-        raise InputError(f"input file not found: {path}")
+    paths = [Path(p) for p in input_path] if isinstance(input_path, (list, tuple)) else [Path(input_path)]
+    if not paths:
+        raise InputError("no input file given")
+    for p in paths:
+        if not p.is_file():
+            raise InputError(f"input file not found: {p}")
+    if len(paths) > 1 and config.task != "sdf":
+        raise InputError(f"several inputs are scans of one object, which only the sdf task merges; task "
+                         f"{config.task!r} takes one input ({len(paths)} given)")
+    path = paths[0]
+    source = paths if len(paths) > 1 else path  # what the task reads: one file, or the scans to merge
     kernel = config.method == "kernel"
     if kernel:
         from nfcore.kernel.task import KernelSDFTask  # the one task with a kernel method (config validates it)
@@ -135,8 +146,9 @@ def fit(
 
         config, prior = config_with_prior(config)
 
-    with phases.run("load", f"reading {path.name}") as progress:
-        task = task_cls.load(path, config, device, progress)
+    reading = f"reading {path.name}" if len(paths) == 1 else f"reading and merging {len(paths)} scans"
+    with phases.run("load", reading) as progress:
+        task = task_cls.load(source, config, device, progress)
         if prior is not None:  # the prior's weights fix the field's shape: its encoding is not adapted
             config = config.model_copy(update={"adapt": [p for p in config.adapt if not p.startswith("encoding.")]})
         config, settings = task.adapt(config)  # what the preset leaves to the data (nfcore.adaptive)

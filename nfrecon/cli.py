@@ -44,6 +44,8 @@ def _overrides_from_args(args: argparse.Namespace, task: str) -> dict:
         o["device"] = args.device
     if getattr(args, "prior", None):
         o["prior"] = {"path": str(Path(args.prior).resolve())}
+    if getattr(args, "register", None):
+        o.setdefault("input", {})["registration"] = args.register
     return o
 
 
@@ -76,7 +78,8 @@ def _fit(args: argparse.Namespace) -> int:
     from nfcore.fit import fit
     from nfcore.spec import resolve
 
-    src = Path(args.input)
+    sources = [Path(p) for p in args.input]  # several: scans (views) of one object, merged (nfcore.scans)
+    src = sources[0]
     out = Path(args.output)
     try:
         device = resolve_device(args.device or "auto")
@@ -103,7 +106,8 @@ def _fit(args: argparse.Namespace) -> int:
 
     work = Path(args.artifacts) if args.artifacts else Path(tempfile.mkdtemp(prefix="nfrecon-"))
     try:
-        result = fit(src, config, work, device=str(device), callback=on_progress, gt_path=args.gt)
+        result = fit(sources if len(sources) > 1 else src, config, work, device=str(device), callback=on_progress,
+                     gt_path=args.gt)
     except InputError as exc:
         bar.close()
         print(f"nfrecon: error: {exc}", file=sys.stderr)
@@ -169,6 +173,14 @@ def _print_summary(task: str, result, out: Path, metrics_path: Path) -> None:
                 f"cloud: {a['n_points']} points, spacing {a['spacing']:.3g}, noise {a['noise']:.3g} (cube units), "
                 f"{'closed' if a.get('closed', True) else 'open'}{extra}"
             )
+        scans = m.get("scans")
+        if scans:
+            lines.append(f"{scans['n_scans']} scans merged, " + (
+                f"registered: median overlap residual {scans['residual_before']} -> {scans['residual_after']} spacings"
+                if scans["registered"] else f"not registered ({scans['reason']})"))
+            lines.extend(f"  {v['name']}: overlap {v['overlap_fraction']:.0%}, residual {v['residual_before']} -> "
+                         f"{v['residual_after']} spacings, moved {v['rotation_degrees']:.3f} deg / "
+                         f"{v['translation_spacings']:.2f} spacings" for v in scans["views"])
         chosen = (m.get("settings") or {}).get("chosen") or {}
         if chosen:
             lines.append("chosen from the cloud: " + ", ".join(f"{path} {c['value']}" for path, c in chosen.items()))
@@ -278,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fit", help="fit a neural field to a point cloud, mesh or image and write the result")
-    p.add_argument("input", help="point cloud (.xyz .ply .npz .npy), mesh (.obj .off .stl .ply .glb) or image")
+    p.add_argument("input", nargs="+",
+                   help="point cloud (.xyz .ply .npz .npy), mesh (.obj .off .stl .ply .glb) or image; several point "
+                        "clouds are overlapping scans (views) of one object in one frame, merged into one surface")
     p.add_argument("-o", "--output", required=True, help="output mesh (.ply .obj .glb .stl) or image (.png ...)")
     p.add_argument("--preset", choices=PRESETS, help="default: balanced (or the --spec file's)")
     p.add_argument("--method", choices=METHODS,
@@ -295,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trim", choices=["auto", "on", "off"],
                    help="remove surface no input point supports (default auto: when the cloud looks open)")
     p.add_argument("--scale", type=float, help="images: render at this multiple of the input size")
+    p.add_argument("--register", choices=["auto", "on", "off"],
+                   help="several scans: refine their poses by ICP before merging (default auto: when the overlap "
+                        "residual is clearly above the scans' noise)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int)
     p.add_argument("--spec", help="method spec JSON {task, method, preset, overrides} (e.g. a job's `spec`); flags override it")

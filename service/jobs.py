@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -15,6 +17,7 @@ from nfcore.vocab import TASK_INPUT_KINDS
 from service import metatrain, priors
 from service.context import Services
 from service.errors import ProblemError, not_found
+from service.inputs import retry_inputs, upload_files
 from service.metatrain import META_TRAIN, MetaTrainSpec
 from service.pages import decode_token, encode_token
 from service.webhooks import check_url
@@ -129,19 +132,89 @@ def validate_spec(services: Services, spec: MethodSpec, loc: list) -> dict[str, 
     return configs
 
 
-def check_input(spec: MethodSpec, config, upload: Upload) -> None:
-    """Reject at submit time what would fail on the worker (service.md §5.1)."""
+def check_input(spec: MethodSpec, config, upload: Upload, index: int = 0) -> None:
+    """Reject at submit time what would fail on the worker (service.md §5.1); `index`: its place in `inputs`."""
     kinds = TASK_INPUT_KINDS[spec.task]
     if upload.kind not in kinds:
         raise ProblemError(422, "invalid_input",
                            f"task {spec.task!r} takes {' or '.join(kinds)} input; upload {upload.id} "
                            f"({upload.filename}) is a {upload.kind}",
-                           errors=[{"loc": ["body", "inputs", 0], "msg": f"a {upload.kind} is not usable by {spec.task}"}])
-    if spec.task == "sdf" and upload.kind == "pointcloud" and not upload.report.get("has_normals") \
+                           errors=[{"loc": ["body", "inputs", index],
+                                    "msg": f"a {upload.kind} is not usable by {spec.task}"}])
+    if spec.task == "sdf" and upload.kind == "pointcloud" and not (upload.report or {}).get("has_normals") \
             and not config.input.estimate_normals:
         raise ProblemError(422, "invalid_input",
                            f"upload {upload.id} ({upload.filename}) has no normals and overrides.input.estimate_normals "
-                           "is false", errors=[{"loc": ["body", "inputs", 0], "msg": "point cloud without normals"}])
+                           "is false", errors=[{"loc": ["body", "inputs", index], "msg": "point cloud without normals"}])
+
+
+# ---- several scans of one object (an sdf job listing several point-cloud uploads) ------------------
+
+MAX_SCAN_INPUTS = 64
+"""Uploads an sdf job may list: overlapping scans (views) of one object, registered and merged by the
+worker (nfcore.scans). Every other task takes exactly one."""
+SCAN_TASK = "sdf"
+
+
+def _inputs_problem(i: int, detail: str, msg: str, code: str = "invalid_input") -> ProblemError:
+    return ProblemError(422, code, detail, errors=[{"loc": ["body", "inputs", i], "msg": msg}])
+
+
+def find_fit_inputs(services: Services, owner: str, upload_ids: Sequence[str], task: str) -> list[Upload]:
+    """The uploads a fit names, in order.
+
+    One id: 404 when it is not the key's upload (as always). Several (task sdf only, at most
+    `MAX_SCAN_INPUTS`): 422 naming `["body", "inputs", i]` for the first id past the limit, for an id
+    listed twice or unknown, and for the second id of a task that takes one input.
+    """
+    ids = list(upload_ids)
+    if len(ids) == 1:
+        up = services.store.get_upload(ids[0], owner)
+        if up is None:
+            raise ProblemError(404, "upload_not_found", f"no upload with id {ids[0]!r}",
+                               errors=[{"loc": ["body", "inputs", 0], "msg": "unknown upload"}])
+        return [up]
+    if task != SCAN_TASK:
+        raise _inputs_problem(1, f"task {task!r} takes one input ({len(ids)} listed); several inputs are scans of one "
+                              f"object, which task {SCAN_TASK!r} merges", "one input only", "too_many_inputs")
+    if len(ids) > MAX_SCAN_INPUTS:
+        raise _inputs_problem(MAX_SCAN_INPUTS, f"{len(ids)} uploads listed; an {SCAN_TASK} job merges at most "
+                              f"{MAX_SCAN_INPUTS} scans", f"at most {MAX_SCAN_INPUTS} inputs", "too_many_inputs")
+    uploads, seen = [], {}
+    for i, uid in enumerate(ids):
+        if uid in seen:
+            raise _inputs_problem(i, f"upload {uid} is listed twice (inputs[{seen[uid]}] and inputs[{i}])",
+                                  "listed twice")
+        seen[uid] = i
+        up = services.store.get_upload(uid, owner)
+        if up is None:
+            raise _inputs_problem(i, f"inputs[{i}]: no upload with id {uid!r}", "unknown upload", "upload_not_found")
+        uploads.append(up)
+    return uploads
+
+
+def check_inputs(spec: MethodSpec, config, uploads: Sequence[Upload]) -> None:
+    """`check_input` for each upload; several must be point clouds (scans) of an sdf job."""
+    if len(uploads) > 1 and spec.task != SCAN_TASK:
+        raise _inputs_problem(1, f"task {spec.task!r} takes one input ({len(uploads)} listed)", "one input only",
+                              "too_many_inputs")
+    if len(uploads) > MAX_SCAN_INPUTS:
+        raise _inputs_problem(MAX_SCAN_INPUTS, f"an {SCAN_TASK} job merges at most {MAX_SCAN_INPUTS} scans",
+                              f"at most {MAX_SCAN_INPUTS} inputs", "too_many_inputs")
+    for i, up in enumerate(uploads):
+        check_input(spec, config, up, i)
+        if len(uploads) > 1 and up.kind != "pointcloud":
+            raise _inputs_problem(i, f"inputs[{i}]: upload {up.id} ({up.filename}) is a {up.kind}; several inputs are "
+                                  "scans of one object and must be point clouds", f"a {up.kind} is not a scan")
+
+
+def job_input_files(artifacts, job: Job) -> list[Path]:
+    """What a fit job reads: its one input, or its scans in order (empty when they are gone)."""
+    if len(job.inputs or []) > 1:
+        files = artifacts.job_listed_inputs(job.id, "scans")
+        return files if len(files) == len(job.inputs) else []
+    one = artifacts.find_job_input(job.id)
+    return [one] if one is not None else []
 
 
 def _check_queue(services: Services, owner: str) -> None:
@@ -159,7 +232,8 @@ def create_job(services: Services, owner: str, *, spec: MethodSpec | MetaTrainSp
                name: str | None, metadata: dict, idempotency_key: str | None, fingerprint_extra: dict | None = None,
                retry_of: str | None = None, input_path=None, webhook: str | None = None,
                webhook_events: list[str] | None = None, spec_loc: tuple = ("body", "spec"),
-               prior_fallback=None) -> tuple[Job, bool]:
+               prior_fallback=None, more_inputs: Sequence[Upload] = (),
+               input_paths: Sequence[Path] | None = None) -> tuple[Job, bool]:
     """Validate, insert, publish. Returns (job, replayed).
 
     Args:
@@ -168,6 +242,10 @@ def create_job(services: Services, owner: str, *, spec: MethodSpec | MetaTrainSp
             meta-train job (service/metatrain.py).
         spec_loc: where the spec sits in the request, for the `loc` of validation errors.
         prior_fallback: (prior id, a retried job's own copy of it), used when that stored prior was deleted since.
+        more_inputs, input_paths: a meta-train job from a list of uploads (service/metatrain.py), or an
+            sdf job of several scans of one object (`find_fit_inputs`; `input_paths` None = the uploads'
+            own files): the uploads after `upload`, and the file of every input in order (the uploads'
+            own, or a retried job's copies), of which the job gets its own copies.
     """
     s = services.settings
     spec = with_default_preset(services, spec)
@@ -177,7 +255,8 @@ def create_job(services: Services, owner: str, *, spec: MethodSpec | MetaTrainSp
     elif webhook_events:
         raise ProblemError(422, "invalid_webhook", "webhook_events_filter needs a webhook URL",
                            errors=[{"loc": ["body", "webhook"], "msg": "missing"}])
-    payload = {"spec": spec.model_dump(mode="json"), "inputs": [upload.id], "name": name, "metadata": metadata,
+    uploads = [upload, *more_inputs]
+    payload = {"spec": spec.model_dump(mode="json"), "inputs": [u.id for u in uploads], "name": name, "metadata": metadata,
                **({"webhook": webhook, "webhook_events_filter": webhook_events} if webhook else {}),
                **(fingerprint_extra or {})}
     fingerprint = _fingerprint(payload)
@@ -190,35 +269,44 @@ def create_job(services: Services, owner: str, *, spec: MethodSpec | MetaTrainSp
     prior_src = None
     if isinstance(spec, MetaTrainSpec):
         metatrain.parse_config(spec, list(spec_loc), s)
-        metatrain.check_input(upload)
+        metatrain.check_inputs(uploads)
     else:
         configs = validate_spec(services, spec, list(spec_loc))
         config = next(iter(configs.values()))
-        check_input(spec, config, upload)
+        check_inputs(spec, config, uploads)
         # The prior must exist and be this key's now; the job then gets its own copy (service/priors.py).
         prior_src = priors.job_prior_source(services.priors, services.artifacts, owner, config, list(spec_loc),
                                             fallback=prior_fallback)
     _check_queue(services, owner)
 
     job_id = f"job_{uuid.uuid4().hex[:24]}"
-    src = input_path or services.artifacts.absolute(upload.path)
-    if not src.is_file():
-        raise ProblemError(409, "input_missing", f"the file of upload {upload.id} is gone (expired or deleted)")
+    if more_inputs:
+        src = None
+        if input_paths is None and not isinstance(spec, MetaTrainSpec):  # a new job of several scans
+            input_paths = upload_files(services.artifacts, uploads)
+    else:
+        src = input_path or services.artifacts.absolute(upload.path)
+        if not src.is_file():
+            raise ProblemError(409, "input_missing", f"the file of upload {upload.id} is gone (expired or deleted)")
     try:
-        services.artifacts.link_input(src, job_id)
+        if src is None and not isinstance(spec, MetaTrainSpec):  # several scans of one object (sdf)
+            services.artifacts.link_listed_inputs(input_paths or (), job_id, "scans")
+        elif src is None:
+            services.artifacts.link_listed_inputs(input_paths or (), job_id, "shapes")
+        else:
+            services.artifacts.link_input(src, job_id)
         if prior_src is not None:
             services.artifacts.link_prior(prior_src, job_id)
     except BaseException:
         services.artifacts.remove_job(job_id)
         raise
     now = utcnow()
-    report = upload.report or {}
     job = Job(
         id=job_id, owner=owner, name=name, task=spec.task, spec=spec.model_dump(mode="json"), config=None, device=None,
         queue=services.queue.queue_for(queue_device(services, spec)),
-        inputs=[{"upload_id": upload.id, "filename": upload.filename, "kind": upload.kind, "format": upload.format,
-                 "n_points": report.get("n_points"), "has_normals": report.get("has_normals"),
-                 "sha256": upload.sha256}],
+        inputs=[{"upload_id": u.id, "filename": u.filename, "kind": u.kind, "format": u.format,
+                 "n_points": (u.report or {}).get("n_points"), "has_normals": (u.report or {}).get("has_normals"),
+                 "sha256": u.sha256} for u in uploads],
         status=JobStatus.queued.value, attempt=0, max_attempts=s.max_attempts, retry_of=retry_of,
         metadata_=metadata or {}, created_at=now, updated_at=now, version=1,
     )
@@ -294,14 +382,23 @@ def retry_job(services: Services, owner: str, job_id: str, *, preset: str | None
     old = get_job(services, owner, job_id)
     if old.status not in TERMINAL:
         raise ProblemError(409, "job_active", f"job {job_id} is {old.status}; retry a finished job")
-    src = services.artifacts.find_job_input(job_id)
-    if src is None:
-        raise ProblemError(410, "input_expired", f"the input of job {job_id} has expired; upload it again")
-    inp = old.inputs[0]
-    upload = services.store.get_upload(inp["upload_id"]) or Upload(
-        id=inp["upload_id"], owner=owner, filename=inp["filename"], path="", size=0, sha256=inp.get("sha256", ""),
-        media_type="application/octet-stream", format=inp["format"], kind=inp["kind"],
-        report={"kind": inp["kind"], "has_normals": inp.get("has_normals"), "n_points": inp.get("n_points")})
+    more, paths = [], None
+    if old.task == META_TRAIN and len(old.inputs) > 1:
+        # A meta-train job from a list of uploads: retried from its own copies (service/metatrain.py).
+        (upload, *more), paths = retry_inputs(services.store, services.artifacts, owner, old, "shapes")
+        src = None
+    elif len(old.inputs) > 1:  # several scans of one object: retried from the job's own copies
+        (upload, *more), paths = retry_inputs(services.store, services.artifacts, owner, old, "scans")
+        src = None
+    else:
+        src = services.artifacts.find_job_input(job_id)
+        if src is None:
+            raise ProblemError(410, "input_expired", f"the input of job {job_id} has expired; upload it again")
+        inp = old.inputs[0]
+        upload = services.store.get_upload(inp["upload_id"]) or Upload(
+            id=inp["upload_id"], owner=owner, filename=inp["filename"], path="", size=0, sha256=inp.get("sha256", ""),
+            media_type="application/octet-stream", format=inp["format"], kind=inp["kind"],
+            report={"kind": inp["kind"], "has_normals": inp.get("has_normals"), "n_points": inp.get("n_points")})
     hook = services.webhooks.subscription(old.id)
     changes = {k: v for k, v in (("preset", preset), ("overrides", overrides)) if v is not None}
     if old.task == META_TRAIN:
@@ -321,7 +418,8 @@ def retry_job(services: Services, owner: str, job_id: str, *, preset: str | None
     job, _ = create_job(services, owner, spec=spec, upload=upload, name=old.name, metadata=old.metadata_ or {},
                         idempotency_key=None, retry_of=old.id, input_path=src, spec_loc=("body",),
                         webhook=hook.url if hook else None, webhook_events=hook.events if hook else None,
-                        prior_fallback=(_prior_id(old.spec), services.artifacts.job_prior(job_id)))
+                        prior_fallback=(_prior_id(old.spec), services.artifacts.job_prior(job_id)),
+                        more_inputs=more, input_paths=paths)
     return job
 
 

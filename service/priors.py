@@ -11,21 +11,30 @@ only new submissions (and retries of jobs whose copy has expired) stop finding i
 nfcore's `load_prior` (torch, imported on first use only: the reaper and the Celery parent stay free
 of it) validates every file before it is stored; it reads a safetensors header and raw tensors and
 never unpickles, so it runs in the API process, one at a time to bound its memory.
+
+Idempotency: `POST /v1/priors` honours `Idempotency-Key` as uploads and jobs do (the same key table,
+scope "POST /v1/priors"): the same key with the same file and name replays the stored prior, with
+another file or name it is a 422 `idempotency_key_reused`, and once that prior is deleted a 409
+`idempotency_key_stale`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from service.errors import ProblemError, not_found
 from service.pages import decode_token, encode_token
-from store import ArtifactStore, Prior, PriorStore, file_sha256, utcnow
+from store import ArtifactStore, IdempotencyKey, JobStore, Prior, PriorStore, file_sha256, utcnow
 
 _validate_lock = threading.Lock()
+SCOPE = "POST /v1/priors"
+"""The idempotency scope of prior uploads."""
 
 
 def new_prior_id() -> str:
@@ -67,13 +76,16 @@ def read_prior_header(path: Path, display_name: str) -> dict:
 
 
 def add_prior(priors: PriorStore, artifacts: ArtifactStore, owner: str, src: Path, *, name: str,
-              source_job: str | None = None, move: bool = True) -> Prior:
+              source_job: str | None = None, move: bool = True,
+              idempotency: tuple[str, str, int] | None = None) -> Prior:
     """Validate the prior file `src`, put it in place under a new id (atomically) and record it.
 
     Args:
         move: rename `src` into place (a received upload); False links or copies it (a job's artifact).
+        idempotency: (Idempotency-Key, fingerprint, seconds to keep it), recorded with the prior.
     Raises:
         ProblemError: 422 when `src` is not a valid prior.
+        IdempotencyConflict: another request recorded this key first (nothing of this one is kept).
     """
     header = read_prior_header(src, name)
     prior_id = new_prior_id()
@@ -81,11 +93,44 @@ def add_prior(priors: PriorStore, artifacts: ArtifactStore, owner: str, src: Pat
     path = artifacts.store_prior(src, prior_id, move=move)
     row = Prior(id=prior_id, owner=owner, name=name, path=artifacts.relative(path), size=size, sha256=sha,
                 header=header, source_job=source_job, created_at=utcnow())
+    key = None
+    if idempotency is not None:
+        now = utcnow()
+        key = IdempotencyKey(owner=owner, scope=SCOPE, key=idempotency[0], fingerprint=idempotency[1],
+                             resource_id=prior_id, created_at=now, expires_at=now + timedelta(seconds=idempotency[2]))
     try:
-        priors.add(row)
+        priors.add(row, key)
     except BaseException:
         artifacts.remove_prior(prior_id)
         raise
+    return row
+
+
+def prior_fingerprint(name: str, sha256: str) -> str:
+    """What an Idempotency-Key of `POST /v1/priors` stands for: the display name and the file's digest."""
+    return hashlib.sha256(f"{name}\n{sha256}".encode()).hexdigest()
+
+
+def check_idempotency_key(key: str) -> None:
+    if len(key) > 255:
+        raise ProblemError(422, "invalid_idempotency_key", "Idempotency-Key is longer than 255 characters")
+
+
+def replay_prior(store: JobStore, priors: PriorStore, owner: str, key: str, fingerprint: str) -> Prior | None:
+    """The prior an earlier request with this key stored (None: the key is new); 422 when that request
+    sent another file or name, 409 when its prior was deleted since."""
+    check_idempotency_key(key)
+    existing = store.get_idempotency(owner, SCOPE, key)
+    return None if existing is None else replay_existing(priors, owner, existing, fingerprint)
+
+
+def replay_existing(priors: PriorStore, owner: str, existing: IdempotencyKey, fingerprint: str) -> Prior:
+    if existing.fingerprint != fingerprint:
+        raise ProblemError(422, "idempotency_key_reused",
+                           "this Idempotency-Key was used with a different file or name; use a new key")
+    row = priors.get(existing.resource_id, owner)
+    if row is None:
+        raise ProblemError(409, "idempotency_key_stale", "the prior stored with this Idempotency-Key was deleted")
     return row
 
 
@@ -191,6 +236,6 @@ def with_prior_id(config: dict, metrics: dict, prior_id: str | None, out_dir: Pa
     return config, metrics
 
 
-__all__ = ["add_prior", "delete_prior", "get_prior", "job_prior_source", "list_priors", "new_prior_id",
-           "prior_file", "prior_public", "read_prior_header", "refuse_prior_path", "resolve_job_prior",
-           "with_prior_id"]
+__all__ = ["SCOPE", "add_prior", "check_idempotency_key", "delete_prior", "get_prior", "job_prior_source",
+           "list_priors", "new_prior_id", "prior_file", "prior_fingerprint", "prior_public", "read_prior_header",
+           "refuse_prior_path", "replay_existing", "replay_prior", "resolve_job_prior", "with_prior_id"]

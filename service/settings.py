@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     """Most outer steps a meta-train job may ask for."""
     meta_max_shapes: int = Field(1000, ge=2)
     """Most shapes (files) in a meta-training zip."""
+    meta_max_inputs: int = Field(100, ge=2)
+    """Most uploads a meta-train job may list as its shapes (each a mesh or an oriented cloud), and at most
+    `meta_max_shapes`."""
     meta_max_points: int = Field(100_000, ge=16)
     """Most scan points per shape (`shapes.n_points`) and SDF samples per shape (`shapes.n_sdf`) of a meta-train job."""
     max_queue: int = Field(1000, ge=1)

@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 MANIFEST = "manifest.json"
@@ -170,6 +171,19 @@ class ArtifactStore:
         """Give the job its own copy of the input (hard link when possible), so that deleting or
         expiring the upload never touches the job."""
         return _link_or_copy(src, self.job_input(job_id, src.suffix.lower()))
+
+    def job_listed_inputs(self, job_id: str, kind: str) -> list[Path]:
+        """A job's own copies of the several inputs it lists, in order (`link_listed_inputs`); kind "scans" or "shapes"."""
+        d = self.job_dir(job_id) / "input" / kind
+        files = [p for p in d.glob(f"{kind[:-1]}-*") if p.is_file()] if d.is_dir() else []
+        return sorted(files, key=lambda p: int(p.stem.split("-", 1)[1]))
+
+    def link_listed_inputs(self, files: Sequence[Path], job_id: str, kind: str) -> list[Path]:
+        """Give a job of several inputs its own copy of each (hard links when possible), in order, as
+        `input/<kind>/<kind minus s>-NNNN.<ext>` (under `input/`: expired with the job's input)."""
+        d = self.job_dir(job_id) / "input" / kind
+        return [_link_or_copy(Path(src), d / f"{kind[:-1]}-{k:04d}{Path(src).suffix.lower()}")
+                for k, src in enumerate(files)]
 
     def job_prior(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "input" / "prior.safetensors"

@@ -67,6 +67,29 @@ class JobView:
     webhook_events: list[str] | None
 
 
+def insert_with_key(session_factory, row, idempotency: IdempotencyKey | None, extra: Iterable = (), lookup=None):
+    """Insert `row`, its idempotency key and `extra` rows in one transaction; a taken key is IdempotencyConflict.
+
+    Shared by every store whose rows are created under an Idempotency-Key (jobs, uploads, priors).
+    `lookup(owner, scope, key)` finds the key that was taken (default: the row as stored).
+    """
+    with session_factory() as s:
+        s.add(row)
+        s.add_all(list(extra))
+        if idempotency is not None:
+            s.add(idempotency)
+        try:
+            s.commit()
+        except IntegrityError:
+            s.rollback()
+            find = lookup or (lambda owner, scope, key: s.get(IdempotencyKey, (owner, scope, key)))
+            existing = idempotency and find(idempotency.owner, idempotency.scope, idempotency.key)
+            if not existing:
+                raise
+            raise IdempotencyConflict(existing) from None
+        return row
+
+
 class JobStore:
     """Jobs, uploads and idempotency keys on one SQLAlchemy engine (shared by API, worker, reaper)."""
 
@@ -452,20 +475,7 @@ class JobStore:
 
     def _insert(self, row, idempotency: IdempotencyKey | None, extra: Iterable = ()):
         """Insert `row`, its idempotency key and `extra` rows in one transaction; a taken key is IdempotencyConflict."""
-        with self.Session() as s:
-            s.add(row)
-            s.add_all(list(extra))
-            if idempotency is not None:
-                s.add(idempotency)
-            try:
-                s.commit()
-            except IntegrityError:
-                s.rollback()
-                existing = idempotency and self.get_idempotency(idempotency.owner, idempotency.scope, idempotency.key)
-                if not existing:
-                    raise
-                raise IdempotencyConflict(existing) from None
-            return row
+        return insert_with_key(self.Session, row, idempotency, extra, lookup=self.get_idempotency)
 
     def get_upload(self, upload_id: str, owner: str | None = None) -> Upload | None:
         with self.Session() as s:

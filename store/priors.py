@@ -7,7 +7,8 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, or_, select
 
 from store.db import session_factory
-from store.models import Prior
+from store.jobs import insert_with_key
+from store.models import IdempotencyKey, Prior
 
 
 class PriorStore:
@@ -17,11 +18,13 @@ class PriorStore:
         self.engine = engine
         self.Session = session_factory(engine)
 
-    def add(self, prior: Prior) -> Prior:
-        with self.Session() as s:
-            s.add(prior)
-            s.commit()
-            return prior
+    def add(self, prior: Prior, idempotency: IdempotencyKey | None = None) -> Prior:
+        """Insert a prior and its idempotency key in one transaction.
+
+        Raises:
+            IdempotencyConflict: the key exists already (the caller replays or rejects).
+        """
+        return insert_with_key(self.Session, prior, idempotency)
 
     def get(self, prior_id: str, owner: str | None = None) -> Prior | None:
         """The prior, or None when unknown or owned by someone else (owner None = any)."""

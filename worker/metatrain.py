@@ -1,5 +1,8 @@
 """`run_meta_train`: the meta-train job's work inside `run_job` (extract, load shapes, meta-train, write the prior).
 
+The shapes are the job's zip, extracted under our own names, or (a job from a list of uploads) the
+job's own copies of them (`ArtifactStore.job_listed_inputs`), read where they are.
+
 Progress: "load" (0-0.1, one report per shape read), "meta-train" (0.1-0.95, nfcore's reports
 rescaled), "write" (0.95-1). Cancellation goes through the same callback as a fit's. The
 checkpoint lives beside the job's attempts (`metatrain.ckpt`), so an attempt that takes over a lost
@@ -40,9 +43,14 @@ def run_meta_train(job, ctx, attempt: int, log, on_progress: Callable[[object], 
     # The service reports progress at its own pace (and it is how a cancel is noticed).
     cfg = cfg.model_copy(update={"progress_interval_s": min(cfg.progress_interval_s, settings.progress_interval_s)})
     store.record_config(job_id, attempt, cfg.model_dump(mode="json"), device)
-    archive = ctx.artifacts.find_job_input(job_id)
-    if archive is None:
-        raise FileNotFoundError(f"input of job {job_id} is missing from the data directory")
+    if len(job.inputs or []) > 1:  # a list of uploads: the job's own copies, one file per shape
+        archive = ctx.artifacts.job_listed_inputs(job_id, "shapes")
+        if len(archive) != len(job.inputs):
+            raise FileNotFoundError(f"inputs of job {job_id} are missing from the data directory")
+    else:
+        archive = ctx.artifacts.find_job_input(job_id)
+        if archive is None:
+            raise FileNotFoundError(f"input of job {job_id} is missing from the data directory")
 
     def report(phase: str, fraction: float, message: str, **extra) -> None:
         if on_progress({"phase": phase, "fraction": fraction, "message": message, **extra}) is False:
@@ -59,13 +67,24 @@ def run_meta_train(job, ctx, attempt: int, log, on_progress: Callable[[object], 
 
 
 def _run(job, ctx, attempt: int, log, on_progress, report, cfg, spec: MetaTrainSpec, archive, device: str) -> RunOutput:
-    """Extract, load, meta-train and write (see `run_meta_train`)."""
+    """Extract, load, meta-train and write (see `run_meta_train`).
+
+    Args:
+        archive: the zip, or the list of the job's own copies of its listed uploads.
+    """
     from nfcore.errors import InputError
     from nfcore.meta import load_shapes, meta_train, save_prior
 
     store, settings, job_id = ctx.store, ctx.settings, job.id
-    report("load", 0.0, f"extracting {archive.name}")
-    names = extract_shapes(archive, ctx.artifacts.shapes_dir(job_id), ShapeSetLimits.from_settings(settings))
+    if isinstance(archive, list):
+        # {our file: the client's name}; the file names are ours, so nfcore's messages are mapped back.
+        names = {p.name: inp["filename"] for p, inp in zip(archive, job.inputs, strict=True)}
+        sources, paths = archive, {p.name: p for p in archive}
+        report("load", 0.0, f"reading {len(archive)} uploaded shapes")
+    else:
+        report("load", 0.0, f"extracting {archive.name}")
+        names = extract_shapes(archive, ctx.artifacts.shapes_dir(job_id), ShapeSetLimits.from_settings(settings))
+        sources, paths = [ctx.artifacts.shapes_dir(job_id)], {n: ctx.artifacts.shapes_dir(job_id) / n for n in names}
     log.write(f"meta-train ({cfg.algorithm}) on {device}: {len(names)} shapes")
     lo, hi = LOAD_SPAN
 
@@ -73,13 +92,13 @@ def _run(job, ctx, attempt: int, log, on_progress, report, cfg, spec: MetaTrainS
         report("load", lo + (hi - lo) * i / n, f"read {names.get(name, name)} ({i}/{n})")
 
     try:
-        shapes = load_shapes([ctx.artifacts.shapes_dir(job_id)], seed=cfg.seed, n_points=spec.shapes.n_points,
+        shapes = load_shapes(sources, seed=cfg.seed, n_points=spec.shapes.n_points,
                              noise=spec.shapes.noise, n_sdf=spec.shapes.n_sdf, progress=loaded)
     except InputError as exc:
-        # nfcore names our extracted file; the client knows the member's name.
+        # nfcore names our file; the client knows the member's (or the upload's) name.
         text = str(exc)
         for ours, theirs in names.items():
-            text = text.replace(str(ctx.artifacts.shapes_dir(job_id) / ours), theirs).replace(ours, theirs)
+            text = text.replace(str(paths[ours]), theirs).replace(ours, theirs)
         raise InputError(text) from None
     lo, hi = TRAIN_SPAN
 

@@ -303,6 +303,7 @@ def _run_fit(job, ctx: RunContext, attempt: int, log: JobLog, on_progress) -> Ru
     from nfcore.errors import InputError
     from nfcore.fit import fit
     from nfcore.spec import MethodSpec, resolve
+    from service.jobs import job_input_files
     from service.priors import resolve_job_prior, with_prior_id
 
     store, settings, job_id = ctx.store, ctx.settings, job.id
@@ -315,14 +316,17 @@ def _run_fit(job, ctx: RunContext, attempt: int, log: JobLog, on_progress) -> Ru
     # The service reports progress at its own pace; recorded so that the job shows what ran.
     config.train.progress_interval_s = min(config.train.progress_interval_s, settings.progress_interval_s)
     store.record_config(job_id, attempt, config.model_dump(mode="json"), device)  # names a prior by its id
-    input_path = ctx.artifacts.find_job_input(job_id)
-    if input_path is None:
+    # One input, or (sdf) several scans of one object that the fit registers and merges (nfcore.scans).
+    input_paths = job_input_files(ctx.artifacts, job)
+    if not input_paths:
         raise FileNotFoundError(f"input of job {job_id} is missing from the data directory")
     run_config, prior_id = resolve_job_prior(config, ctx.artifacts, job_id)  # the id -> the job's own copy
-    log.write(f"task {spec.task} preset {spec.preset} on {device}; input {input_path.name}"
+    named = input_paths[0].name if len(input_paths) == 1 else f"{len(input_paths)} scans"
+    log.write(f"task {spec.task} preset {spec.preset} on {device}; input {named}"
               + (f"; prior {prior_id}" if prior_id else ""))
     out_dir = ctx.artifacts.attempt_dir(job_id, attempt)
-    result = fit(input_path, run_config, out_dir, device=device, callback=on_progress)
+    result = fit(input_paths if len(input_paths) > 1 else input_paths[0], run_config, out_dir, device=device,
+                 callback=on_progress)
     # What ran: the fit filled in the settings the preset leaves to the data (nfcore.adaptive); the
     # prior is shown by its id, never by the server's path (also in config.json and metrics.json).
     recorded, metrics = with_prior_id(result.config.model_dump(mode="json"), dict(result.metrics or {}), prior_id,

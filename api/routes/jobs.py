@@ -27,6 +27,8 @@ from api.schemas import (
 from api.services import uploads
 from nfcore.vocab import TaskName
 from service import jobs as svc
+from service import metatrain
+from service.inputs import upload_files
 from service.webhooks import delivery_public
 from store import TERMINAL
 
@@ -45,7 +47,7 @@ def _created(response: Response, job, replayed: bool) -> None:
 
 @router.post("/jobs", status_code=201, response_model=JobPublic,
              responses={**_CREATED, **problems(401, 404, 409, 422, 429, 507)},
-             summary="Create a job from an upload")
+             summary="Create a job from an upload (sdf: or from several scans of one object)")
 def create_job(
     body: Annotated[JobCreate, Body()],
     response: Response,
@@ -54,14 +56,19 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(description="Retry-safe creation: same key + same body = same job.")] = None,
 ) -> dict:
     """Validates the method spec (resolved for every device that may run it) and the input against the task,
-    queues the job, and answers 201 with the job (`status: queued`). 429 with Retry-After when the queue is full."""
-    upload = services.store.get_upload(body.inputs[0], owner)
-    if upload is None:
-        raise ProblemError(404, "upload_not_found", f"no upload with id {body.inputs[0]!r}",
-                           errors=[{"loc": ["body", "inputs", 0], "msg": "unknown upload"}])
+    queues the job, and answers 201 with the job (`status: queued`). 429 with Retry-After when the queue is full.
+
+    `inputs` is one upload, or for task `sdf` up to 64 point-cloud uploads that are overlapping scans (views)
+    of one object in one frame: the worker registers them (`overrides.input.registration`: auto, on, off) and
+    merges them into one surface; the job keeps its own copy of each and its metrics gain `scans`. A list
+    entry that is unknown, another key's, listed twice or not a point cloud, a second input for another task,
+    or one past the 64th, is a 422 naming `["body", "inputs", i]`; a single unknown id is a 404."""
+    task = body.spec.task if body.spec is not None else "sdf"
+    first, *more = svc.find_fit_inputs(services, owner, body.inputs, task)
     job, replayed = svc.create_job(
-        services, owner, spec=body.spec, upload=upload, name=body.name, metadata=body.metadata,
+        services, owner, spec=body.spec, upload=first, name=body.name, metadata=body.metadata,
         idempotency_key=idempotency_key, webhook=body.webhook, webhook_events=body.webhook_events_filter,
+        more_inputs=more,
     )
     _created(response, job, replayed)
     return svc.job_public(services, job)
@@ -69,7 +76,7 @@ def create_job(
 
 @router.post("/jobs/meta-train", status_code=201, response_model=JobPublic,
              responses={**_CREATED, **problems(401, 404, 409, 422, 429, 507)},
-             summary="Create a meta-train job: learn a prior from a zip of shapes (an upload)")
+             summary="Create a meta-train job: learn a prior from a zip of shapes or a list of mesh/cloud uploads")
 def create_meta_train_job(
     body: Annotated[MetaTrainJobCreate, Body()],
     response: Response,
@@ -77,16 +84,21 @@ def create_meta_train_job(
     owner: OwnerDep,
     idempotency_key: Annotated[str | None, Header(description="Retry-safe creation: same key + same body = same job.")] = None,
 ) -> dict:
-    """Runs on the gpu queue (the cpu queue with `spec.device: cpu` or a CPU-only server), like a fit: progress
+    """`inputs` is one upload of kind `shapes` (a zip), or 2 to `NFRECON_META_MAX_INPUTS` uploads of your own, each a
+    mesh or a point cloud with normals; the job keeps its own copy of each, so deleting an upload after submitting
+    changes nothing for it (nor for a retry). A list entry that is unknown, another key's, listed twice, a zip, an
+    image or a cloud without normals is a 422 naming `["body", "inputs", i]`; a single unknown zip id is a 404.
+
+    Runs on the gpu queue (the cpu queue with `spec.device: cpu` or a CPU-only server), like a fit: progress
     (stage `load`, then `meta-train`), cancel, retry and delete as for other jobs. On success the prior is
-    registered as one of your priors: its id is the job's `metrics.prior_id`, and `prior.safetensors` an artifact."""
-    upload = services.store.get_upload(body.inputs[0], owner)
-    if upload is None:
-        raise ProblemError(404, "upload_not_found", f"no upload with id {body.inputs[0]!r}",
-                           errors=[{"loc": ["body", "inputs", 0], "msg": "unknown upload"}])
+    registered as one of your priors (listed by `GET /v1/priors`): its id is the job's `metrics.prior_id`, and
+    `prior.safetensors` an artifact."""
+    uploads = metatrain.find_inputs(services.store, owner, body.inputs, services.settings)
+    files = upload_files(services.artifacts, uploads) if len(uploads) > 1 else None
     job, replayed = svc.create_job(
-        services, owner, spec=body.spec, upload=upload, name=body.name, metadata=body.metadata,
-        idempotency_key=idempotency_key, webhook=body.webhook, webhook_events=body.webhook_events_filter,
+        services, owner, spec=body.spec, upload=uploads[0], more_inputs=uploads[1:], input_paths=files,
+        name=body.name, metadata=body.metadata, idempotency_key=idempotency_key, webhook=body.webhook,
+        webhook_events=body.webhook_events_filter,
     )
     _created(response, job, replayed)
     return svc.job_public(services, job)
@@ -170,6 +182,8 @@ def cancel_job(job_id: str, response: Response, services: ServicesDep, owner: Ow
              summary="Run a finished job again as a new job (`retry_of` names the original)")
 def retry_job(job_id: str, response: Response, services: ServicesDep, owner: OwnerDep,
               body: Annotated[RetryRequest | None, Body()] = None) -> dict:
+    """The new job takes the original's inputs from the original's own copies (all of them for a job of several
+    scans or shapes, in their order), so it works after the uploads were deleted; 410 once they expired."""
     body = body or RetryRequest()
     job = svc.retry_job(services, owner, job_id, preset=body.preset, overrides=body.overrides)
     response.headers["Location"] = f"/v1/jobs/{job.id}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 
 from api.deps import OwnerDep, ServicesDep
@@ -20,7 +20,11 @@ _FILE = {200: {"content": {"application/octet-stream": {"schema": {"type": "stri
          304: {"description": "not modified: `If-None-Match` matches the ETag"}}
 
 
-@router.post("/priors", status_code=201, response_model=PriorPublic, responses=problems(401, 413, 422, 507),
+@router.post("/priors", status_code=201, response_model=PriorPublic,
+             responses={201: {"description": "stored; Location names the prior"},
+                        200: {"model": PriorPublic, "description": "replayed (same Idempotency-Key, file and name)",
+                              "headers": {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}}}},
+                        **problems(401, 409, 413, 422, 507)},
              summary="Upload a prior file (multipart `file`), validated before it is stored")
 async def create_prior(
     response: Response,
@@ -28,12 +32,21 @@ async def create_prior(
     owner: OwnerDep,
     file: Annotated[UploadFile, File(description="A prior written by `nfrecon meta-train` (safetensors, version 1).")],
     name: Annotated[str | None, Form(max_length=255, description="Display name; default: the file's name.")] = None,
+    idempotency_key: Annotated[str | None, Header(description="Retry-safe upload: same key + same file and name = "
+                                                  "the same prior (200, `Idempotent-Replayed: true`).")] = None,
 ) -> dict:
     """Refused with 422 (`invalid_prior`, the reason in `detail`) when the file is not a prior of this version:
     a pickle or other non-safetensors file, another version, tensors that do not fit the field its header
-    describes, non-float or non-finite tensors, or a file edited after it was written (digest mismatch)."""
-    row = await receiving.receive_prior(services, owner, file, name=name)
+    describes, non-float or non-finite tensors, or a file edited after it was written (digest mismatch).
+
+    With `Idempotency-Key`, as for uploads and jobs: the same key with the same file and name answers 200 with
+    the prior stored the first time; with another file or name 422 `idempotency_key_reused`; once that prior
+    was deleted 409 `idempotency_key_stale`."""
+    row, replayed = await receiving.receive_prior(services, owner, file, name=name, idempotency_key=idempotency_key)
     response.headers["Location"] = f"/v1/priors/{row.id}"
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
     return svc.prior_public(row)
 
 

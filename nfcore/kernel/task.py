@@ -22,7 +22,7 @@ from nfcore.kernel.reconstruct import KernelSolution, solve_kernel_field
 from nfcore.mesh import field_normals
 from nfcore.normalize import fit_similarity
 from nfcore.tasks.base import PhaseProgress
-from nfcore.tasks.sdf import SDFTask, read_input_cloud
+from nfcore.tasks.sdf import SDFTask, read_input_scans
 
 
 @contextmanager
@@ -46,10 +46,12 @@ class KernelSDFTask(SDFTask):
     solution: KernelSolution | None = None
 
     @classmethod
-    def load(cls, input_path: Path, config: MethodConfig, device: torch.device, progress: PhaseProgress) -> KernelSDFTask:
-        """Read the cloud, reject degenerate ones (before any solve), map it into the cube, measure it there."""
+    def load(cls, input_path: Path | list[Path], config: MethodConfig, device: torch.device,
+             progress: PhaseProgress) -> KernelSDFTask:
+        """Read the cloud (or merge several scans), reject degenerate ones (before any solve), map it into the
+        cube, measure it there."""
         icfg = config.input
-        cloud = read_input_cloud(input_path, config)
+        cloud, scans = read_input_scans(input_path, config)
         # Degeneracy needs only the count and principal extents: k=0 skips the neighbourhoods (and the
         # k-d tree over all points, 10 s at 10M). InputError naming the problem.
         analyze_cloud(cloud.points, cloud.normals, k=0).require_surface()
@@ -63,6 +65,10 @@ class KernelSDFTask(SDFTask):
             similarity=similarity,
         )
         task.analysis = analyze_cloud(unit_points, rng=np.random.default_rng(config.train.seed))
+        if scans is not None:  # what merging did goes in the metrics and the notes (SDFTask.evaluate)
+            task.scans_report = scans
+            task.input_report = {"notes": list(cloud.notes), "outliers_removed": cloud.outliers_removed,
+                                 "normals_repaired": bool(cloud.normal_check and cloud.normal_check["repaired"])}
         return task
 
     def solve(self, config: MethodConfig, progress: PhaseProgress) -> KernelField:

@@ -31,9 +31,22 @@ from nfcore.tasks.base import PhaseProgress
 from nfcore.tasks.surface import SurfaceTask, surface_metrics
 
 
-def read_input_cloud(input_path: Path, config: MethodConfig):
-    """The oriented cloud an SDF method fits, read as `config.input` says (normals estimated where missing)."""
+def read_input_cloud(input_path: Path | list[Path], config: MethodConfig):
+    """The oriented cloud an SDF method fits, read as `config.input` says (normals estimated where missing).
+
+    A list of paths is several scans (views) of one object: registered as `input.registration` says and
+    merged (nfcore.scans); `read_input_scans` also returns what merging did.
+    """
+    return read_input_scans(input_path, config)[0]
+
+
+def read_input_scans(input_path: Path | list[Path], config: MethodConfig):
+    """(the cloud `read_input_cloud` reads, the scans report of nfcore.scans or None for one file)."""
     icfg = config.input
+    if isinstance(input_path, (list, tuple)):
+        from nfcore.scans import read_merged_cloud
+
+        return read_merged_cloud([Path(p) for p in input_path], icfg, seed=config.train.seed)
     return read_point_cloud(
         input_path,
         estimate_normals=icfg.estimate_normals,
@@ -45,7 +58,7 @@ def read_input_cloud(input_path: Path, config: MethodConfig):
         outliers=icfg.outliers,
         outlier_min_fraction=icfg.outlier_min_fraction,
         verify_normals=icfg.check_normals,
-    )
+    ), None
 
 
 class SDFTask(SurfaceTask):
@@ -68,6 +81,8 @@ class SDFTask(SurfaceTask):
     """What reading did to the input: the reader's notes, outliers removed, normals repaired."""
     trim_report: dict | None = None
     """What `extract` trimmed (or why not), when `extraction.trim` is not "off"."""
+    scans_report: dict | None = None
+    """Several input scans: how they were registered and merged (nfcore.scans); None for one file."""
 
     def __init__(
         self,
@@ -88,12 +103,15 @@ class SDFTask(SurfaceTask):
         self.gradient_losses_during_noise = gradient_losses_during_noise
 
     @classmethod
-    def load(cls, input_path: Path, config: MethodConfig, device: torch.device, progress: PhaseProgress) -> SDFTask:
-        """Read a cloud (or sample a mesh), estimating normals where missing, map it into the cube, measure it."""
+    def load(cls, input_path: Path | list[Path], config: MethodConfig, device: torch.device,
+             progress: PhaseProgress) -> SDFTask:
+        """Read a cloud (or sample a mesh; or merge several scans), estimating normals where missing, map it into
+        the cube, measure it."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        cloud = read_input_cloud(input_path, config)
-        timings["read"] = time.perf_counter() - t0  # with normal estimation where the file has none
+        cloud, scans = read_input_scans(input_path, config)
+        # With normal estimation where the file has none (and the registration of several scans).
+        timings["read"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         similarity = fit_similarity(cloud.points, margin=config.input.normalize_margin)
         unit_points = similarity.to_unit(cloud.points).astype(np.float32)  # (N, 3) in [-1, 1]
@@ -122,6 +140,7 @@ class SDFTask(SurfaceTask):
         task.step_seconds = timings
         task.input_report = {"notes": list(cloud.notes), "outliers_removed": cloud.outliers_removed,
                              "normals_repaired": bool(check and check["repaired"])}
+        task.scans_report = scans
         return task
 
     def adapt(self, config: MethodConfig) -> tuple[MethodConfig, dict | None]:
@@ -148,7 +167,7 @@ class SDFTask(SurfaceTask):
         scale = self.similarity.scale if self.similarity is not None else 1.0  # cube units per input unit
         points = self.points.cpu().numpy()
         points = self.similarity.from_unit(points) if self.similarity is not None else points
-        radius = (config.extraction.trim_radius * self.analysis.spacing + 3 * self.analysis.noise) / scale
+        radius = (config.extraction.trim_radius * self.analysis.spacing + 2 * self.analysis.noise) / scale
         trimmed, report = trim_unsupported(mesh, points, radius, min_region_area=math.pi * (2 * radius) ** 2)
         if len(trimmed.faces) == 0:
             raise ValueError("no surface left after trimming: every face was far from the points")
@@ -218,5 +237,6 @@ class SDFTask(SurfaceTask):
             **({"analysis": {"frame": "cube", **self.analysis.model_dump()}} if self.analysis is not None else {}),
             **({"trim": self.trim_report} if self.trim_report is not None else {}),
             **({"input": self.input_report} if self.input_report is not None else {}),
+            **({"scans": self.scans_report} if self.scans_report is not None else {}),
             **surface_metrics(mesh, gt_path, seed=config.train.seed),
         }

@@ -65,6 +65,19 @@ def sphere_zip(path: Path, radii=(0.4, 0.6, 0.8), *, extra: dict[str, bytes] | N
     return path
 
 
+def sphere_meshes(directory: Path, radii=(0.4, 0.6)) -> list[Path]:
+    """Closed sphere meshes as separate files (.obj, .ply alternating): uploads of kind mesh."""
+    import trimesh
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, r in enumerate(radii):
+        path = directory / f"ball_{k}.{'obj' if k % 2 == 0 else 'ply'}"
+        trimesh.creation.icosphere(subdivisions=2, radius=r).export(path)
+        paths.append(path)
+    return paths
+
+
 def post_prior(client, path: Path, *, headers=None, name: str | None = None):
     data = {"name": name} if name else None
     with open(path, "rb") as f:

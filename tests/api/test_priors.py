@@ -167,3 +167,39 @@ def test_a_retry_uses_the_jobs_own_copy_of_a_deleted_prior(client, prior_file, s
     # Another (unknown) prior in the retry's overrides gets no such fallback.
     r = client.post(f"/v1/jobs/{jid}/retry", json={"overrides": {**TINY_OPTIONS, "prior": {"id": "pri_other"}}})
     assert r.status_code == 422 and ["body", "overrides", "prior", "id"] in [e["loc"] for e in r.json()["errors"]]
+
+
+def test_prior_uploads_honour_idempotency_keys(client, prior_file, tmp_path, make_settings):
+    key = {"Idempotency-Key": "prior-1"}
+    first = post_prior(client, prior_file, headers=key, name="spheres")
+    assert first.status_code == 201, first.text
+    pid = first.json()["id"]
+    # the same key, file and name: the same prior, stored once
+    again = post_prior(client, prior_file, headers=key, name="spheres")
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json() and again.headers["location"] == f"/v1/priors/{pid}"
+    assert [p["id"] for p in client.get("/v1/priors").json()["items"]] == [pid]
+    assert sorted(p.name for p in (make_settings().data_dir / "priors").iterdir()) == [".incoming", pid]
+    # the same key with another file, or another name: refused, nothing stored
+    other = make_prior_file(tmp_path / "other.safetensors", seed=1)
+    for r in (post_prior(client, other, headers=key, name="spheres"), post_prior(client, prior_file, headers=key,
+                                                                                   name="balls")):
+        assert r.status_code == 422 and r.json()["code"] == "idempotency_key_reused", r.text
+    # another key, or no key: a new prior
+    assert post_prior(client, prior_file, headers={"Idempotency-Key": "prior-2"}, name="spheres").status_code == 201
+    assert len(client.get("/v1/priors").json()["items"]) == 2
+    # once the prior is deleted its key is stale; an over-long key is refused before anything is read
+    assert client.delete(f"/v1/priors/{pid}").status_code == 204
+    r = post_prior(client, prior_file, headers=key, name="spheres")
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_key_stale"
+    r = post_prior(client, prior_file, headers={"Idempotency-Key": "k" * 256})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_idempotency_key"
+    assert not list((make_settings().data_dir / "priors" / ".incoming").iterdir())
+
+
+def test_idempotency_keys_of_priors_are_per_api_key(make_settings, prior_file):
+    a, b = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
+    with TestClient(create_app(make_settings(api_keys="key-a,key-b"))) as c:
+        pa = post_prior(c, prior_file, headers={**a, "Idempotency-Key": "same"})
+        pb = post_prior(c, prior_file, headers={**b, "Idempotency-Key": "same"})
+        assert pa.status_code == 201 and pb.status_code == 201 and pa.json()["id"] != pb.json()["id"]

@@ -103,3 +103,5 @@ def test_an_open_scan_is_trimmed_where_no_point_supports_the_surface(tmp_path):
     assert trim["applied"] and trim["removed_fraction"] > 0.2, trim
     mesh = trimesh.load(result.artifacts["mesh.ply"])
     assert mesh.vertices[:, 2].min() > -0.2  # nothing left far below the scanned dome (radius 0.8)
+    # Nor a skirt folded under the rim: within 2 spacings (+2 noise levels) of the rim points at most.
+    assert mesh.vertices[:, 2].min() > -0.1, mesh.vertices[:, 2].min()  # the former 4 spacings + 3 noise failed this

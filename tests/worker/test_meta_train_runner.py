@@ -60,3 +60,23 @@ def test_a_later_attempt_resumes_meta_training_from_the_checkpoint(client, servi
     assert job["metrics"]["resumed_from"] == 2 and job["metrics"]["prior_id"].startswith("pri_")
     assert not services.artifacts.metatrain_checkpoint(jid).exists()  # removed once the prior is registered
     assert not services.artifacts.shapes_dir(jid).exists()
+
+
+def test_a_listed_shape_nfcore_cannot_read_fails_the_job_naming_the_upload(client, services, ctx, tmp_path):
+    from tests.api.priors_util import sphere_meshes
+
+    ids = [upload(client, p).json()["id"] for p in sphere_meshes(tmp_path / "m", radii=(0.4, 0.6, 0.8))]
+    r = client.post("/v1/jobs/meta-train", json={"inputs": ids, "spec": {"config": TINY_META_CONFIG,
+                                                                         "shapes": TINY_SHAPES}})
+    assert r.status_code == 201, r.text
+    jid = r.json()["id"]
+    # The job's copy of the second shape goes bad after submission (a disk error, say): replaced, not edited,
+    # so the upload keeps its bytes.
+    copy = services.artifacts.job_listed_inputs(jid, "shapes")[1]
+    copy.unlink()
+    copy.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 3\nend_header\n1 2\n")
+    assert run_job(jid, ctx) == "failed"
+    job = client.get(f"/v1/jobs/{jid}").json()
+    assert job["error"]["code"] == "invalid_input", job["error"]
+    assert "ball_1.ply" in job["error"]["detail"] and "shape-0001" not in job["error"]["detail"], job["error"]
+    assert client.get("/v1/priors").json()["items"] == []

@@ -12,7 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.api.priors_util import TINY_META_CONFIG, TINY_SHAPES, make_prior_file, post_prior, sphere_zip
+from tests.api.priors_util import (
+    TINY_META_CONFIG,
+    TINY_SHAPES,
+    make_prior_file,
+    post_prior,
+    sphere_meshes,
+    sphere_zip,
+)
 from tests.service_fixtures import (
     cleanup_redis_prefix,
     create_sdf_job,
@@ -104,3 +111,43 @@ def test_a_shape_the_worker_cannot_read_fails_the_job_naming_it(api, tmp_path):
     assert "parts/broken.stl" in job["error"]["detail"] and "shape-0002" not in job["error"]["detail"]
     assert api.get("/v1/priors").json()["items"] == [] or all(
         p["source_job"] != job["id"] for p in api.get("/v1/priors").json()["items"])
+
+
+def test_a_meta_train_job_from_a_list_of_uploads_makes_a_prior_a_fit_uses(api, sphere_file, tmp_path):  # noqa: F811
+    meshes = sphere_meshes(tmp_path / "m", radii=(0.4, 0.7))
+    ids = [upload(api, p).json()["id"] for p in meshes] + [upload(api, sphere_file).json()["id"]]
+    r = api.post("/v1/jobs/meta-train", json={"inputs": ids, "name": "listed",
+                                              "spec": {"config": TINY_META_CONFIG, "shapes": TINY_SHAPES}})
+    assert r.status_code == 201, r.text
+    jid = r.json()["id"]
+    for uid in ids:  # the job has its own copies: deleting the uploads after submitting changes nothing
+        assert api.delete(f"/v1/uploads/{uid}").status_code == 204
+    job = finish_job(api, jid)
+    assert job["status"] == "succeeded", job["error"]
+    m = job["metrics"]
+    assert m["task"] == "meta-train" and m["n_shapes"] == 3 and m["meta_steps"] == TINY_META_CONFIG["steps"]
+    pid = m["prior_id"]
+    assert m["prior"] == {"id": pid, "url": f"/v1/priors/{pid}"}
+    # the prior is one of this key's priors, made by this job from these files
+    listed = {p["id"]: p for p in api.get("/v1/priors").json()["items"]}
+    assert pid in listed and listed[pid]["source_job"] == jid and listed[pid]["name"] == "listed.safetensors"
+    assert listed[pid]["info"]["shapes"] == ["ball_0.obj", "ball_1.ply", "sphere.xyz"]
+    assert api.get(f"/v1/jobs/{jid}/artifacts/prior.safetensors").content == api.get(f"/v1/priors/{pid}/file").content
+
+    # a fit names it
+    uid = upload(api, sphere_file).json()["id"]
+    r = create_sdf_job(api, uid, overrides={**PRIOR_FIT, "prior": {"id": pid}})
+    assert r.status_code == 201, r.text
+    fitted = finish_job(api, r.json()["id"])
+    assert fitted["status"] == "succeeded", fitted["error"]
+    assert fitted["metrics"]["prior"]["id"] == pid and fitted["config"]["prior"]["id"] == pid
+    assert fitted["metrics"]["prior"]["inner_steps"] == TINY_META_CONFIG["inner_steps"]
+    assert fitted["config"]["network"]["hidden_features"] == TINY_META_CONFIG["network"]["hidden_features"]
+
+    # a retry keeps the inputs (the uploads are long gone) and makes another prior
+    r = api.post(f"/v1/jobs/{jid}/retry")
+    assert r.status_code == 201, r.text
+    again = finish_job(api, r.json()["id"])
+    assert again["status"] == "succeeded", again["error"]
+    assert again["inputs"] == job["inputs"] and again["metrics"]["n_shapes"] == 3
+    assert again["metrics"]["prior_id"] not in (None, pid)

@@ -52,6 +52,13 @@ export async function request(method, path, body) {
   return resp.json();
 }
 
+// A multipart/form-data POST (the browser sets the boundary): a prior file (POST /v1/priors).
+export async function postForm(path, formData) {
+  const resp = await fetch(apiUrl(path), { method: "POST", headers: authHeaders(), body: formData });
+  if (!resp.ok) throw new ApiError(resp.status, await problemOf(resp));
+  return resp.json();
+}
+
 export const get = (path) => request("GET", path);
 export const post = (path, body) => request("POST", path, body);
 export const del = (path) => request("DELETE", path);

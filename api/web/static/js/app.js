@@ -1,7 +1,8 @@
-// The page: hash routes #/new (upload + method form), #/jobs (list), #/jobs/<id> (progress and result).
+// The page: hash routes #/new (upload + method form), #/jobs (list), #/jobs/<id> (progress and result),
+// #/priors (the user's meta-learned priors: upload, list, delete; an sdf job picks one in the form).
 // Everything it shows comes from the /v1 API with the user's key (when the service requires one).
 
-import { ApiError, apiUrl, del, fetchBlob, get, getKey, post, setKey, streamEvents, upload } from "./api.js";
+import { ApiError, apiUrl, del, fetchBlob, get, getKey, post, postForm, setKey, streamEvents, upload } from "./api.js";
 import { el, fmtAge, fmtBytes, fmtNumber, fmtSeconds } from "./dom.js";
 import { forgetUpload, keyTag, listUploadIds, loadUpload, saveUpload } from "./localfiles.js";
 import { linePlot } from "./plot.js";
@@ -115,6 +116,8 @@ async function newJobView() {
   // (Its first call after a server start also imports torch there, which takes seconds.)
   const methodsP = get("methods");
   methodsP.catch(() => undefined); // awaited where used; an error shows there
+  const priorsP = get("priors?page_size=200"); // the choices of overrides.prior.id (sdf jobs)
+  priorsP.catch(() => undefined);
   let current = null; // the chosen upload (API JSON)
   const fileInput = el("input", { type: "file", id: "file-input", class: "visually-hidden" });
   const drop = el("label", { for: "file-input", class: "drop", id: "drop-zone" },
@@ -138,7 +141,14 @@ async function newJobView() {
   let form = null;
   const makeForm = async (task) => {
     const detail = await detailFor(task);
-    if (!form) form = new SpecForm(formRoot, detail, { device: deviceOf(state.info), onTaskChange: (t) => makeForm(t) });
+    if (!form) {
+      form = new SpecForm(formRoot, detail, {
+        device: deviceOf(state.info), onTaskChange: (t) => makeForm(t),
+        // A prior is named by id (the API refuses server paths); it starts an sdf fit only.
+        choices: { [PRIOR_ID]: { options: [], empty: "(none: train from scratch)", hint: "one of your priors (Priors page)" } },
+        hidden: ["overrides.prior.path"], sectionTasks: { prior: ["sdf"] },
+      });
+    }
     else {
       form.values.task = task;
       form.setDetail(detail);
@@ -146,6 +156,8 @@ async function newJobView() {
   };
   // "sdf" is the API's default task (a job without a spec is an SDF); every task publishes the same spec schema
   await makeForm("sdf");
+  priorsP.then((list) => form.setChoices(PRIOR_ID, list.items.map((p) => ({ value: p.id, label: priorLabel(p) }))),
+    () => undefined); // without the list the select offers "none" only; the job form still works
 
   const choose = async (up, localRecord) => {
     current = up;
@@ -272,6 +284,90 @@ async function newJobView() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Priors: upload (multipart), list, delete; a job names one as spec.overrides.prior.id
+
+const PRIOR_ID = "overrides.prior.id";
+
+function priorLabel(p) {
+  return `${p.name} (${p.id}) · ${p.inner_steps} inner steps`;
+}
+
+function fieldOf(p) {
+  const n = p.field?.network || {};
+  const parts = [p.field?.encoding?.type, n.type && `${n.type} ${n.hidden_layers ?? "?"}x${n.hidden_features ?? "?"}`];
+  return parts.filter(Boolean).join(" + ");
+}
+
+async function priorsView() {
+  setTitle("Priors");
+  const fileInput = el("input", { type: "file", id: "prior-file", accept: ".safetensors,.pt" });
+  const nameInput = el("input", { type: "text", id: "prior-name", autocomplete: "off" });
+  const status = el("div", { id: "prior-status", "aria-live": "polite" });
+  const submit = el("button", { type: "submit", id: "upload-prior" }, "Upload prior");
+  const body = el("tbody");
+  const table = el("table", { class: "jobs", id: "priors-table" }, el("caption", { class: "visually-hidden" }, "Your priors, newest first"),
+    el("thead", {}, el("tr", {}, ["Name", "Id", "Field", "Inner steps", "Made by", "Created", "Size", "Actions"].map((h) => el("th", { scope: "col" }, h)))), body);
+  const err = el("div", { id: "priors-error" });
+
+  const refresh = async () => {
+    try {
+      const list = await get("priors?page_size=200");
+      err.replaceChildren();
+      body.replaceChildren(...list.items.map((p) => el("tr", { "data-prior": p.id },
+        el("td", {}, p.name),
+        el("td", {}, el("code", {}, p.id)),
+        el("td", {}, fieldOf(p)),
+        el("td", {}, String(p.inner_steps)),
+        el("td", {}, p.source_job ? el("a", { href: `#/jobs/${p.source_job}` }, "meta-train job") : "uploaded"),
+        el("td", {}, el("time", { datetime: p.created_at }, fmtAge(p.created_at))),
+        el("td", {}, fmtBytes(p.size)),
+        el("td", {}, el("button", { type: "button", class: "danger", "data-delete": p.id, "aria-label": `Delete prior ${p.name}`, onclick: () => {
+          if (!confirm(`Delete prior ${p.name}? Jobs already submitted with it keep their own copy.`)) return;
+          del(`priors/${p.id}`).then(refresh, (e) => err.replaceChildren(errorBox(e)));
+        } }, "Delete")))));
+      if (!list.items.length) {
+        body.replaceChildren(el("tr", {}, el("td", { colspan: 8 }, "No priors yet. Upload one written by ", el("code", {}, "nfrecon meta-train"),
+          ", or run a meta-train job (", el("code", {}, "POST /v1/jobs/meta-train"), ").")));
+      }
+    } catch (e) {
+      err.replaceChildren(errorBox(e));
+    }
+  };
+
+  const form = el("form", { id: "prior-form", class: "card" },
+    el("h2", {}, "Upload a prior"),
+    el("p", { class: "muted" }, "A prior file written by ", el("code", {}, "nfrecon meta-train"), " (safetensors). An sdf job starts from it when you pick it in the method form."),
+    el("div", { class: "field" }, el("label", { for: "prior-file" }, "File"), fileInput),
+    el("div", { class: "field" }, el("label", { for: "prior-name" }, "Name (optional)"), nameInput),
+    status, submit);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const file = fileInput.files[0];
+    if (!file) {
+      status.replaceChildren(el("p", { class: "problem", role: "alert" }, "Choose a prior file first."));
+      return;
+    }
+    const data = new FormData();
+    data.append("file", file, file.name);
+    if (nameInput.value.trim()) data.append("name", nameInput.value.trim());
+    submit.disabled = true;
+    status.replaceChildren(el("p", { class: "muted" }, `uploading ${file.name}…`));
+    try {
+      const p = await postForm("priors", data);
+      status.replaceChildren(el("p", { role: "status" }, `stored ${p.name} as ${p.id}`));
+      form.reset();
+      await refresh();
+    } catch (e2) {
+      status.replaceChildren(errorBox(e2));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  main.replaceChildren(el("h1", {}, "Priors"), form, err, el("section", { class: "card", "aria-label": "your priors" }, table));
+  await refresh();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Jobs list
 
 function statusBadge(status) {
@@ -291,7 +387,7 @@ async function jobsView() {
       err.replaceChildren();
       body.replaceChildren(...list.items.map((j) => el("tr", { "data-job": j.id },
         el("td", {}, el("a", { href: `#/jobs/${j.id}` }, j.name || j.id)),
-        el("td", {}, `${j.spec.task} · ${j.spec.preset}`),
+        el("td", {}, j.spec.preset ? `${j.spec.task} · ${j.spec.preset}` : j.spec.task),
         el("td", {}, statusBadge(j.status)),
         el("td", {}, el("progress", { max: 1, value: j.progress?.fraction ?? (j.status === "succeeded" ? 1 : 0), "aria-label": `progress of ${j.name || j.id}` }),
           ` ${Math.round((j.progress?.fraction ?? 0) * 100)} %`),
@@ -358,7 +454,7 @@ async function jobView(id) {
   const renderHead = () => {
     const p = job.progress || {};
     head.replaceChildren(el("h1", {}, job.name || job.id), statusBadge(job.status),
-      el("span", { class: "muted" }, ` ${job.spec.task} · ${job.spec.preset} · attempt ${job.attempt}/${job.max_attempts}${job.device ? ` · ${job.device}` : ""}`));
+      el("span", { class: "muted" }, ` ${job.spec.task}${job.spec.preset ? ` · ${job.spec.preset}` : ""} · attempt ${job.attempt}/${job.max_attempts}${job.device ? ` · ${job.device}` : ""}`));
     progress.value = job.status === "succeeded" ? 1 : p.fraction ?? 0;
     const parts = [];
     if (job.status === "queued" && job.queue_position) parts.push(`queued, position ${job.queue_position}`);
@@ -438,6 +534,11 @@ async function showResult(job, section) {
     el("tbody", {}, flatten(job.metrics).map(([k, v]) => el("tr", {}, el("th", { scope: "row" }, k), el("td", {}, v)))));
   const view = el("div", {});
   section.replaceChildren(el("h2", { id: "h-result" }, "Result"), view, el("div", { class: "grid2" }, metrics, el("div", {}, el("h3", {}, "Downloads"), downloads)));
+  if (job.metrics?.prior_id && job.spec.task === "meta-train") {
+    // a meta-train job's prior is one of the user's priors: an sdf job picks it in the method form
+    view.append(el("p", { id: "made-prior" }, "This job made the prior ", el("code", {}, job.metrics.prior_id), ", listed under ",
+      el("a", { href: "#/priors" }, "Priors"), "."));
+  }
 
   const meshName = ["mesh.glb", "mesh.ply"].find((n) => names.includes(n));
   if (meshName) {
@@ -508,6 +609,7 @@ async function route() {
     const m = hash.match(/^#\/jobs\/([\w-]+)/);
     if (m) await jobView(m[1]);
     else if (hash.startsWith("#/jobs")) await jobsView();
+    else if (hash.startsWith("#/priors")) await priorsView();
     else await newJobView();
   } catch (err) {
     if (err.status === 401) return keyView(err);

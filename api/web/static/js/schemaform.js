@@ -4,11 +4,13 @@
 // becomes a fieldset. Inputs start empty with the effective default (preset for the device, else the
 // schema's default) shown as placeholder: only what the user sets is sent, so the spec stays partial.
 // Values are sent as typed; the API validates them and its 422 errors are shown at their fields.
+// Options: `choices` turns a field into a select of values the page knows (a prior id from GET /v1/priors),
+// `hidden` leaves fields out (a server path the API refuses), `sectionTasks` shows a section for some tasks only.
 
 import { el } from "./dom.js";
 
 // Sections shown open; the rest go under "More options".
-const PRIMARY = ["precondition", "encoding", "network", "optimizer", "train", "extraction"];
+const PRIMARY = ["precondition", "encoding", "network", "optimizer", "train", "extraction", "prior"];
 
 let uid = 0;
 
@@ -49,10 +51,15 @@ function humanize(name) {
 
 export class SpecForm {
   // root: element to render into; detail: GET /v1/methods/{task}; device: "cpu" | "cuda"
-  constructor(root, detail, { device = "cpu", onTaskChange } = {}) {
+  // choices: {path: {options: [{value, label}], empty: label of "no value", hint}}; hidden: [path];
+  // sectionTasks: {overrides section: [tasks it is shown for]}
+  constructor(root, detail, { device = "cpu", onTaskChange, choices = {}, hidden = [], sectionTasks = {} } = {}) {
     this.root = root;
     this.device = device;
     this.onTaskChange = onTaskChange;
+    this.choices = choices;
+    this.hidden = new Set(hidden);
+    this.sectionTasks = sectionTasks;
     this.values = {}; // path string -> raw input value, kept across re-renders (preset changes)
     this.setDetail(detail);
   }
@@ -65,6 +72,27 @@ export class SpecForm {
 
   get preset() {
     return this.values.preset || this.schema.properties.preset?.default;
+  }
+
+  get task() {
+    return this.values.task || this.schema.properties.task?.default;
+  }
+
+  // New options for a `choices` field, in place (the rest of the form and what the user typed stay).
+  setChoices(path, options) {
+    const choice = (this.choices[path] ??= {});
+    choice.options = options;
+    const f = this.fields.find((x) => x.path.join(".") === path);
+    if (!f) return;
+    const keep = this.values[path];
+    f.input.replaceChildren(...this.choiceOptions(choice));
+    f.input.value = keep && options.some((o) => o.value === keep) ? keep : "";
+    if (f.input.value === "") delete this.values[path];
+  }
+
+  choiceOptions(choice) {
+    return [el("option", { value: "" }, choice.empty || "(none)"),
+      ...(choice.options || []).map((o) => el("option", { value: o.value }, o.label))];
   }
 
   // The value the server will use when the field is left empty.
@@ -91,6 +119,7 @@ export class SpecForm {
     const more = el("div", { class: "sections" });
     for (const [name, node] of Object.entries(overrides.properties || {})) {
       if (name === "task") continue; // must agree with the spec's task: set from there
+      if (this.sectionTasks[name] && !this.sectionTasks[name].includes(this.task)) continue;
       const section = this.section(["overrides", name], node);
       (PRIMARY.includes(name) ? primary : more).append(section);
     }
@@ -100,7 +129,7 @@ export class SpecForm {
 
   section(path, raw) {
     const name = path[path.length - 1];
-    const node = deref(this.schema, raw);
+    const node = unwrap(this.schema, raw); // a nullable section (the prior) shows its fields
     const fs = el("fieldset", { class: "section", "data-path": path.join(".") }, el("legend", {}, humanize(name)));
     if (node.oneOf && node.discriminator) {
       // A union (encoding, network, optimizer): a type select, then the chosen variant's fields.
@@ -128,7 +157,9 @@ export class SpecForm {
       fs.append(el("div", { class: "field" }, el("label", { for: id }, "Type"), select), body);
       draw();
     } else {
-      for (const [k, n] of Object.entries(node.properties || {})) fs.append(this.field([...path, k], unwrap(this.schema, n)));
+      for (const [k, n] of Object.entries(node.properties || {})) {
+        if (!this.hidden.has([...path, k].join("."))) fs.append(this.field([...path, k], unwrap(this.schema, n)));
+      }
     }
     return fs;
   }
@@ -145,7 +176,14 @@ export class SpecForm {
     let input;
     let parse;
     const topLevel = path.length === 1;
-    if (node.enum || node.type === "boolean" || node.const !== undefined) {
+    const choice = this.choices[key];
+    if (choice) {
+      // values the page knows (e.g. the user's priors); empty = not sent
+      input = el("select", { id }, ...this.choiceOptions(choice));
+      input.value = this.values[key] ?? "";
+      parse = (v) => (v === "" ? undefined : v);
+      if (choice.hint) hint.textContent = choice.hint;
+    } else if (node.enum || node.type === "boolean" || node.const !== undefined) {
       const options = node.enum || (node.type === "boolean" ? [true, false] : [node.const]);
       // Top-level choices (task, preset, ...) name their value; nested ones may stay unset (= default).
       const opts = topLevel ? [] : [el("option", { value: "" }, `(default: ${show(def)})`)];
