@@ -23,6 +23,11 @@ shared sparse-noisy clouds). The preset's own value bounds each choice: a tier i
 - sdf.surface_weight: clean clouds pin the zero level to their exact positions with SIREN's weight
   (`CLEAN_SURFACE_WEIGHT`); noisy ones keep the preset's lower weight, so that the normals, not the
   noisy positions, shape the surface (dense bunny, 1M-sample Chamfer-L1: 0.000809 against 0.000817).
+- sdf.normal_weight: normals estimated from the points (the file had none) are only as good as the
+  noisy neighbourhoods they come from (median error against the true normals of the shared 10k noisy
+  clouds: 7.7 degrees on spot, 10.8 on the bunny, 17.6 on the armadillo), so the normal term keeps
+  `ESTIMATED_NORMAL_FACTOR` of the preset's weight and the positions and the eikonal term shape more of
+  the surface; given normals keep the preset's weight.
 - precondition.end: clean clouds (r below `CLEAN_RATIO`) switch the preconditioning noise off for
   the last `1 - CLEAN_END` of training, so the field fits the exact positions at the end; noisy ones
   keep the residual blur to the end, which averages position noise.
@@ -48,6 +53,11 @@ CLEAN_SURFACE_WEIGHT = 3000.0
 """Clean scans: the surface term's weight (SIREN's), at least the preset's."""
 CLEAN_END = 0.7
 """Clean scans: fraction of training after which the preconditioning noise is off."""
+ESTIMATED_NORMAL_FACTOR = 0.3
+"""Estimated normals: the normal term's weight as a fraction of the preset's. Measured on the four closed
+shared 10k noisy clouds read without their normals (Chamfer-L1, weight 100 -> 30): `fast` bunny -3.3%,
+spot +0.3%, armadillo -5.8%, rocker arm -4.5%; `balanced` (the default) bunny -3.8% (0.004126 -> 0.003968),
+spot -1.2%, armadillo -3.4%, rocker arm -3.9%. Weight 10 (`fast`) helped three more but cost spot 2.2%."""
 
 
 def _round_up(value: float, multiple: int) -> int:
@@ -102,6 +112,15 @@ def adapt_config(config: MethodConfig, analysis: CloudAnalysis, scale: float) ->
                                        f"weight {value:g}") if clean else
                                       (f"noise {ratio:.2f} spacings (>= {CLEAN_RATIO}): the normals shape the surface "
                                        "more than the noisy positions")}
+        elif path == "sdf.normal_weight":
+            preset = config.sdf.normal_weight
+            estimated = not analysis.has_normals
+            value = preset * ESTIMATED_NORMAL_FACTOR if estimated else preset
+            patch.setdefault("sdf", {})["normal_weight"] = value
+            chosen[path] = {"value": value, "preset": preset,
+                            "reason": (f"normals estimated from the points: {ESTIMATED_NORMAL_FACTOR:g} of the preset's "
+                                       "weight (the positions shape more of the surface)") if estimated else
+                                      "normals given with the cloud: the preset's weight"}
         elif path == "precondition.end":
             preset = config.precondition.end
             value = min(preset, CLEAN_END) if clean else preset
@@ -119,4 +138,4 @@ def adapt_config(config: MethodConfig, analysis: CloudAnalysis, scale: float) ->
 
 
 __all__ = ["adapt_config", "VOXELS_PER_SPACING", "CELLS_PER_SPACING", "CAP", "CLEAN_RATIO", "CLEAN_END",
-           "CLEAN_SURFACE_WEIGHT"]
+           "CLEAN_SURFACE_WEIGHT", "ESTIMATED_NORMAL_FACTOR"]

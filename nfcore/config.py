@@ -507,7 +507,8 @@ class InitConfig(_Model):
 
 
 AdaptPath = Literal[
-    "encoding.finest_resolution", "extraction.resolution", "precondition.end", "sdf.surface_weight"
+    "encoding.finest_resolution", "extraction.resolution", "precondition.end", "sdf.surface_weight",
+    "sdf.normal_weight",
 ]
 """Settings that nfcore.adaptive can choose from a cloud's analysis."""
 

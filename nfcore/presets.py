@@ -29,7 +29,8 @@ _SDF_COMMON: dict = {
     "precondition": {"initial_scale": 0.02, "start": 0.0, "end": 1.0, "decay_factor": 8.0},
     "sdf": {"surface_weight": 300.0},
     "extraction": {"largest_component": True, "project": True, "trim": "auto"},
-    "adapt": ["extraction.resolution", "encoding.finest_resolution", "precondition.end", "sdf.surface_weight"],
+    "adapt": ["extraction.resolution", "encoding.finest_resolution", "precondition.end", "sdf.surface_weight",
+              "sdf.normal_weight"],
 }
 
 _SDF_CPU: dict[str, dict] = {

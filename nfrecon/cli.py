@@ -49,6 +49,18 @@ def _overrides_from_args(args: argparse.Namespace, task: str) -> dict:
     return o
 
 
+def json_option(value: str, flag: str) -> dict:
+    """A JSON object given inline (`'{"sdf": {...}}'`) or as the path of a file holding one."""
+    text = value if value.lstrip().startswith("{") else Path(value).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{flag}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{flag}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def _spec_from_args(args: argparse.Namespace, src: Path, out: Path):
     """The MethodSpec the flags describe: --spec (a job's `spec`), then --config, then the flags on top."""
     from nfcore.presets import merge
@@ -60,7 +72,7 @@ def _spec_from_args(args: argparse.Namespace, src: Path, out: Path):
     method = args.method or (base.method if base else "neural")
     overrides = dict(base.overrides) if base else {}
     if args.config:
-        overrides = merge(overrides, json.loads(Path(args.config).read_text()))
+        overrides = merge(overrides, json_option(args.config, "--config"))
     overrides = merge(overrides, _overrides_from_args(args, task))
     fmt = out.suffix.lower().lstrip(".")
     if task != "image" and fmt in MESH_FORMATS:
@@ -230,7 +242,7 @@ def _meta_train(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt")
     try:
         device = resolve_device(args.device or "auto")
-        settings = json.loads(Path(args.config).read_text()) if args.config else {}
+        settings = json_option(args.config, "--config") if args.config else {}
         flags = {"algorithm": args.algorithm, "first_order": False if args.second_order else (True if args.first_order else None), "steps": args.steps,
                  "inner_steps": args.inner_steps, "seed": args.seed}
         settings = merge(settings, {k: v for k, v in flags.items() if v is not None})
@@ -315,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int)
     p.add_argument("--spec", help="method spec JSON {task, method, preset, overrides} (e.g. a job's `spec`); flags override it")
-    p.add_argument("--config", help="overrides JSON (a partial MethodConfig) merged onto the spec; flags override it")
+    p.add_argument("--config", help="overrides (a partial MethodConfig) as inline JSON or a JSON file, merged onto the spec; "
+                   "flags override it")
     p.add_argument("--gt", help="ground-truth mesh: add Chamfer/F-score/NC/IoU to the metrics")
     p.add_argument("--artifacts", help="keep every artifact (metrics, config, all formats) in this directory")
     p.add_argument("--prior", help="start from a meta-learned prior (`nfrecon meta-train`): its field, weights and "
@@ -340,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--inner-steps", type=int, help="inner SGD steps per shape (default 5)")
     m.add_argument("--encoding", choices=["identity", "fourier", "hashgrid", "triplane"])
     m.add_argument("--network", choices=["mlp", "siren", "finer", "gauss", "wire"])
-    m.add_argument("--config", help="MetaTrainConfig JSON (nfcore.meta.config); flags override it")
+    m.add_argument("--config", help="MetaTrainConfig (nfcore.meta.config) as inline JSON or a JSON file; flags override it")
     m.add_argument("--checkpoint", help="checkpoint file (default: OUTPUT.ckpt, removed once the prior is written)")
     m.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     m.add_argument("--device", choices=["auto", "cpu", "cuda"])

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import trimesh
 
-from nfcore.adaptive import CAP, CLEAN_END, CLEAN_RATIO, adapt_config
+from nfcore.adaptive import CAP, CLEAN_END, CLEAN_RATIO, ESTIMATED_NORMAL_FACTOR, adapt_config
 from nfcore.analysis import analyze_cloud
 from nfcore.fit import fit
 from nfcore.spec import MethodSpec, resolve
 
-ADAPTED = ["encoding.finest_resolution", "extraction.resolution", "precondition.end", "sdf.surface_weight"]
+ADAPTED = ["encoding.finest_resolution", "extraction.resolution", "precondition.end", "sdf.surface_weight",
+           "sdf.normal_weight"]
 
 
 def _sphere(n: int, noise: float, seed: int = 0) -> np.ndarray:
@@ -42,6 +43,17 @@ def test_a_dense_clean_cloud_gets_finer_extraction_and_a_clean_schedule_than_a_s
         assert set(record["chosen"]) == set(ADAPTED)
         assert all(c["reason"] for c in record["chosen"].values())
 
+
+
+def test_estimated_normals_weigh_less_than_given_ones():
+    config = _config()
+    points = _sphere(3000, 0.01)
+    given, given_record = adapt_config(config, analyze_cloud(points, np.ones_like(points)), scale=1.0)
+    estimated, estimated_record = adapt_config(config, analyze_cloud(points), scale=1.0)
+    assert given.sdf.normal_weight == config.sdf.normal_weight
+    assert estimated.sdf.normal_weight == pytest.approx(config.sdf.normal_weight * ESTIMATED_NORMAL_FACTOR)
+    assert "estimated" in estimated_record["chosen"]["sdf.normal_weight"]["reason"]
+    assert "given" in given_record["chosen"]["sdf.normal_weight"]["reason"]
 
 def test_choices_stay_within_the_presets_bounds():
     config = _config()
@@ -81,7 +93,8 @@ def test_a_fit_records_the_analysis_the_choices_and_the_adapted_config(tmp_path)
     config = _config(train={"steps": 30, "batch_size": 512}, extraction={"resolution": 32})
     result = fit(cloud, config, tmp_path / "out", device="cpu")
     settings = result.metrics["settings"]
-    assert set(settings["chosen"]) == {"encoding.finest_resolution", "precondition.end", "sdf.surface_weight"}
+    assert set(settings["chosen"]) == {"encoding.finest_resolution", "precondition.end", "sdf.surface_weight",
+                                       "sdf.normal_weight"}
     written = json.loads((tmp_path / "out" / "config.json").read_text())
     assert written["precondition"]["end"] == settings["chosen"]["precondition.end"]["value"]
     assert written["encoding"]["finest_resolution"] == settings["chosen"]["encoding.finest_resolution"]["value"]

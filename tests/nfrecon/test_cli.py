@@ -60,6 +60,21 @@ def test_bad_option_names_the_field(tmp_path, capsys):
     assert code == 2 and "steps" in capsys.readouterr().err
 
 
+
+def test_config_takes_inline_json_and_names_bad_json(tmp_path, capsys):
+    src = tmp_path / "s.xyz"
+    _sphere_xyz(src, 200)
+    out = tmp_path / "x.ply"
+    # Inline JSON as the README shows it: the bad value must reach the validator (and be named there).
+    assert main(["fit", str(src), "-o", str(out), "--config", '{"train": {"steps": -5}}', "-q"]) == 2
+    assert "steps" in capsys.readouterr().err
+    assert main(["fit", str(src), "-o", str(out), "--config", '{"train": ', "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--config: not valid JSON" in err and "Traceback" not in err
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert main(["fit", str(src), "-o", str(out), "--config", str(tmp_path / "list.json"), "-q"]) == 2
+    assert "expected a JSON object" in capsys.readouterr().err
+
 def test_eval_prints_metrics_json(tmp_path, capsys):
     a = trimesh.creation.icosphere(subdivisions=3, radius=1.0)
     b = trimesh.creation.icosphere(subdivisions=3, radius=1.02)
