@@ -147,7 +147,9 @@ class SDFTask(SurfaceTask):
         """The settings `config.adapt` leaves to the data, chosen from the cloud's analysis (nfcore.adaptive)."""
         if self.analysis is None or not config.adapt:
             return config, None
-        return adapt_config(config, self.analysis, scale=1.0)  # the analysis is in cube units
+        adapted, record = adapt_config(config, self.analysis, scale=1.0)  # the analysis is in cube units
+        self.cfg = adapted.sdf  # the loss weights the data chose (this task was built with the preset's)
+        return adapted, record
 
     def extract(self, field: torch.nn.Module, config: MethodConfig, progress: PhaseProgress) -> trimesh.Trimesh:
         """The zero level set, trimmed where no point supports it when `extraction.trim` asks (open scans)."""

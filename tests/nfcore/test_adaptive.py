@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 
 from nfcore.adaptive import CAP, CLEAN_END, CLEAN_RATIO, ESTIMATED_NORMAL_FACTOR, adapt_config
@@ -54,6 +55,20 @@ def test_estimated_normals_weigh_less_than_given_ones():
     assert estimated.sdf.normal_weight == pytest.approx(config.sdf.normal_weight * ESTIMATED_NORMAL_FACTOR)
     assert "estimated" in estimated_record["chosen"]["sdf.normal_weight"]["reason"]
     assert "given" in given_record["chosen"]["sdf.normal_weight"]["reason"]
+
+
+def test_the_task_trains_with_the_adapted_loss_weights(tmp_path):
+    # The weights the data chose must reach the loss, not only the record (they once did not).
+    from nfcore.tasks.sdf import SDFTask
+
+    cloud = tmp_path / "sphere.xyz"
+    np.savetxt(cloud, _sphere(3000, 0.0, seed=5))  # clean, without normals: both weights change
+    config = _config()
+    task = SDFTask.load(cloud, config, torch.device("cpu"), lambda *a, **k: None)
+    adapted, record = task.adapt(config)
+    assert record["chosen"]["sdf.normal_weight"]["value"] != config.sdf.normal_weight
+    assert record["chosen"]["sdf.surface_weight"]["value"] != config.sdf.surface_weight
+    assert task.cfg == adapted.sdf
 
 def test_choices_stay_within_the_presets_bounds():
     config = _config()
