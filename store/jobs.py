@@ -67,6 +67,13 @@ class JobView:
     webhook_events: list[str] | None
 
 
+def get_owned(session_factory, model, row_id: str, owner: str | None):
+    """The row of `model` with this id, or None when unknown or owned by someone else (owner None = any)."""
+    with session_factory() as s:
+        row = s.get(model, row_id)
+        return None if row is None or (owner is not None and row.owner != owner) else row
+
+
 def insert_with_key(session_factory, row, idempotency: IdempotencyKey | None, extra: Iterable = (), lookup=None):
     """Insert `row`, its idempotency key and `extra` rows in one transaction; a taken key is IdempotencyConflict.
 
@@ -129,11 +136,7 @@ class JobStore:
 
     def get_job(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None when unknown or owned by someone else (owner None = any)."""
-        with self.Session() as s:
-            job = s.get(Job, job_id)
-            if job is None or (owner is not None and job.owner != owner):
-                return None
-            return job
+        return get_owned(self.Session, Job, job_id, owner)
 
     def get_job_view(self, job_id: str, owner: str | None = None) -> JobView | None:
         """The job with its queue position and webhook in one round trip (the poll path: `get_job`,
@@ -478,11 +481,7 @@ class JobStore:
         return insert_with_key(self.Session, row, idempotency, extra, lookup=self.get_idempotency)
 
     def get_upload(self, upload_id: str, owner: str | None = None) -> Upload | None:
-        with self.Session() as s:
-            up = s.get(Upload, upload_id)
-            if up is None or (owner is not None and up.owner != owner):
-                return None
-            return up
+        return get_owned(self.Session, Upload, upload_id, owner)
 
     def delete_upload(self, upload_id: str) -> bool:
         with self.Session() as s:

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, or_, select
 
 from store.db import session_factory
-from store.jobs import insert_with_key
+from store.jobs import get_owned, insert_with_key
 from store.models import IdempotencyKey, Prior
 
 
@@ -28,11 +28,7 @@ class PriorStore:
 
     def get(self, prior_id: str, owner: str | None = None) -> Prior | None:
         """The prior, or None when unknown or owned by someone else (owner None = any)."""
-        with self.Session() as s:
-            row = s.get(Prior, prior_id)
-            if row is None or (owner is not None and row.owner != owner):
-                return None
-            return row
+        return get_owned(self.Session, Prior, prior_id, owner)
 
     def list(self, owner: str | None, *, limit: int = 50, before: tuple[datetime, str] | None = None) -> list[Prior]:
         """Newest first; `before` = (created_at, id) of the last item of the previous page."""
