@@ -43,7 +43,7 @@ def test_noise_flips_and_outliers_are_as_stated(sphere_mesh, tmp_path):
 
 def test_grids_and_summary(sphere_mesh):
     args = argparse.Namespace(grid="quick", shapes=["ball"], counts=None, noise=None, normals=None,
-                              meshes=str(sphere_mesh.parent), preset="fast")
+                              meshes=str(sphere_mesh.parent), preset="fast", cells=None)
     cells = build_cells(args)
     names = [c["name"] for c in cells]
     assert len(names) == len(set(names)) and "ball/100000/0%/given" in names
@@ -56,3 +56,37 @@ def test_grids_and_summary(sphere_mesh):
     summary = summarize(rows)
     assert summary["all"]["cells"] == len(cells)
     assert summary["all"]["wins"] == len(cells) // 2
+
+
+def test_named_cells_are_the_grid_cells_of_the_same_name(sphere_mesh):
+    """--cells re-runs report cells: the same conditions and seeds as the grid drew them with."""
+    args = argparse.Namespace(grid="quick", shapes=["ball"], counts=None, noise=None, normals=None,
+                              meshes=str(sphere_mesh.parent), preset="fast", cells=None)
+    grid = {c["name"]: c for c in build_cells(args)}
+    wanted = ["ball/100000/0%/given", "ball/10000/0.5%/given/out5%"]
+    named = build_cells(argparse.Namespace(**{**vars(args), "cells": wanted}))
+    assert [c["name"] for c in named] == wanted
+    assert named == [grid[name] for name in wanted]
+    with pytest.raises(SystemExit, match="not a cell name"):
+        build_cells(argparse.Namespace(**{**vars(args), "cells": ["ball/10000/half/given"]}))
+
+
+def test_dense_cells_get_a_1m_sample_section(tmp_path):
+    """The report lists dense cells' 1M-sample Chamfer-L1 and says whether ours is at or below Poisson 8 on both."""
+    from bench.stress import write_report
+
+    def row(name, count, ours, ours_1m, p8, p8_1m):
+        cell = {"name": name, "count": count, "noise": 0.0, "normals": "given", "outliers": 0.0}
+        return {"cell": cell, "methods": {"ours": {"chamfer_l1": ours, "chamfer_l1_1M": ours_1m},
+                                          "poisson-d8": {"chamfer_l1": p8, "chamfer_l1_1M": p8_1m}}}
+
+    rows = [row("a/100000/0%/given", 100_000, 0.002, 0.0007, 0.0021, 0.0008),
+            row("b/100000/0%/given", 100_000, 0.002, 0.0009, 0.0021, 0.0008),
+            {"cell": {"name": "c/10000/0%/given", "count": 10_000, "noise": 0.0, "normals": "given", "outliers": 0.0},
+             "methods": {"ours": {"chamfer_l1": 0.002}, "poisson-d8": {"chamfer_l1": 0.003}}}]
+    write_report(rows, tmp_path / "stress", {"date": "now", "argv": [], "preset": "balanced", "grid": "quick",
+                                             "machine": "test"})
+    section = (tmp_path / "stress.md").read_text().split("1,000,000 samples")[1]
+    assert "| a/100000/0%/given | 0.002000 | 0.002100 | 0.000700 | 0.000800 | - | yes |" in section
+    assert "| b/100000/0%/given |" in section and section.rstrip().endswith("| no |")
+    assert "c/10000" not in section
