@@ -24,10 +24,11 @@ shared sparse-noisy clouds). The preset's own value bounds each choice: a tier i
   (`CLEAN_SURFACE_WEIGHT`); noisy ones keep the preset's lower weight, so that the normals, not the
   noisy positions, shape the surface (dense bunny, 1M-sample Chamfer-L1: 0.000809 against 0.000817).
 - sdf.normal_weight: normals estimated from the points (the file had none) are only as good as the
-  noisy neighbourhoods they come from (median error against the true normals of the shared 10k noisy
+  neighbourhoods they come from (median error against the true normals of the shared 10k noisy
   clouds: 7.7 degrees on spot, 10.8 on the bunny, 17.6 on the armadillo), so the normal term keeps
-  `ESTIMATED_NORMAL_FACTOR` of the preset's weight and the positions and the eikonal term shape more of
-  the surface; given normals keep the preset's weight.
+  `ESTIMATED_NORMAL_FACTOR` of the preset's weight on clean clouds and `NOISY_ESTIMATED_NORMAL_FACTOR` on
+  noisy ones, where the positions and the eikonal term shape more of the surface; given normals keep
+  the preset's weight.
 - precondition.end: clean clouds (r below `CLEAN_RATIO`) switch the preconditioning noise off for
   the last `1 - CLEAN_END` of training, so the field fits the exact positions at the end; noisy ones
   keep the residual blur to the end, which averages position noise.
@@ -60,10 +61,18 @@ dense clean spot (100k points) 0.7: 0.002210 / 0.000740, 0.5: 0.002207 / 0.00072
 0.002199 / 0.000707); sparse clean clouds (10k points), 0.7 / 0.3 / 0.15: spot 0.002235 / 0.002233 /
 0.002231, armadillo 0.002190 / 0.002166 / 0.002183."""
 ESTIMATED_NORMAL_FACTOR = 0.3
-"""Estimated normals: the normal term's weight as a fraction of the preset's. Measured on the four closed
-shared 10k noisy clouds read without their normals (Chamfer-L1, weight 100 -> 30): `fast` bunny -3.3%,
-spot +0.3%, armadillo -5.8%, rocker arm -4.5%; `balanced` (the default) bunny -3.8% (0.004126 -> 0.003968),
-spot -1.2%, armadillo -3.4%, rocker arm -3.9%. Weight 10 (`fast`) helped three more but cost spot 2.2%."""
+"""Estimated normals of a clean cloud: the normal term's weight as a fraction of the preset's. First chosen for
+all estimated normals on the four closed shared 10k noisy clouds read without their normals (Chamfer-L1,
+weight 100 -> 30): `fast` bunny -3.3%, spot +0.3%, armadillo -5.8%, rocker arm -4.5%; `balanced` (the
+default) bunny -3.8% (0.004126 -> 0.003968), spot -1.2%, armadillo -3.4%, rocker arm -3.9%. On clean clouds (stress cells,
+10k points, no noise, `balanced`) weight 10 / 30 / 100: spot 0.002256 / 0.002252 / 0.002262, armadillo
+0.002796 / 0.002379 / 0.002447: clean estimated normals are good, and a lower weight loses detail."""
+NOISY_ESTIMATED_NORMAL_FACTOR = 0.1
+"""Estimated normals of a noisy cloud (noise ratio at least `CLEAN_RATIO`): the normal term's weight as a
+fraction of the preset's. Measured (stress cells at 0.5% noise, `balanced`, weight 30 -> 10): 10k points
+bunny 0.003957 -> 0.003932, armadillo 0.003930 -> 0.003796, rocker arm 0.002878 -> 0.002825, spot
+0.003136 -> 0.003235 (+3.2%, still 3% below Poisson); 100k points spot 0.002883 -> 0.002756, armadillo
+0.003139 -> 0.003058."""
 
 
 def _round_up(value: float, multiple: int) -> int:
@@ -121,11 +130,13 @@ def adapt_config(config: MethodConfig, analysis: CloudAnalysis, scale: float) ->
         elif path == "sdf.normal_weight":
             preset = config.sdf.normal_weight
             estimated = not analysis.has_normals
-            value = preset * ESTIMATED_NORMAL_FACTOR if estimated else preset
+            factor = ESTIMATED_NORMAL_FACTOR if clean else NOISY_ESTIMATED_NORMAL_FACTOR
+            value = preset * factor if estimated else preset
             patch.setdefault("sdf", {})["normal_weight"] = value
             chosen[path] = {"value": value, "preset": preset,
-                            "reason": (f"normals estimated from the points: {ESTIMATED_NORMAL_FACTOR:g} of the preset's "
-                                       "weight (the positions shape more of the surface)") if estimated else
+                            "reason": (f"normals estimated from the points of a {'clean' if clean else 'noisy'} cloud "
+                                       f"(noise {ratio:.2f} spacings): {factor:g} of the preset's weight (the positions "
+                                       "shape more of the surface)") if estimated else
                                       "normals given with the cloud: the preset's weight"}
         elif path == "precondition.end":
             preset = config.precondition.end
@@ -144,4 +155,4 @@ def adapt_config(config: MethodConfig, analysis: CloudAnalysis, scale: float) ->
 
 
 __all__ = ["adapt_config", "VOXELS_PER_SPACING", "CELLS_PER_SPACING", "CAP", "CLEAN_RATIO", "CLEAN_END",
-           "CLEAN_SURFACE_WEIGHT", "ESTIMATED_NORMAL_FACTOR"]
+           "CLEAN_SURFACE_WEIGHT", "ESTIMATED_NORMAL_FACTOR", "NOISY_ESTIMATED_NORMAL_FACTOR"]
