@@ -12,6 +12,7 @@ import trimesh
 from nfcore.adaptive import (
     CAP,
     CLEAN_END,
+    CLEAN_MIN_NOISY_STEPS,
     CLEAN_RATIO,
     ESTIMATED_NORMAL_FACTOR,
     NOISY_ESTIMATED_NORMAL_FACTOR,
@@ -44,6 +45,9 @@ def test_a_dense_clean_cloud_gets_finer_extraction_and_a_clean_schedule_than_a_s
     assert dense.extraction.resolution > sparse.extraction.resolution
     assert dense.encoding.finest_resolution >= sparse.encoding.finest_resolution == config.encoding.finest_resolution
     assert dense.precondition.end == pytest.approx(min(config.precondition.end, CLEAN_END))
+    # A short fit keeps the noise for CLEAN_MIN_NOISY_STEPS steps (the coarse shape needs them).
+    short = _config(train={"steps": 2 * CLEAN_MIN_NOISY_STEPS})
+    assert adapt_config(short, analyze_cloud(_sphere(100_000, 0.0)), scale=0.5)[0].precondition.end == pytest.approx(0.5)
     assert sparse.precondition.end == config.precondition.end  # noise stays on to average position noise
     assert dense.sdf.surface_weight > sparse.sdf.surface_weight == config.sdf.surface_weight
     assert dense_record["analysis"]["noise_ratio"] < CLEAN_RATIO <= sparse_record["analysis"]["noise_ratio"]
