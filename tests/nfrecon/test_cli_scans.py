@@ -9,19 +9,12 @@ import sys
 import numpy as np
 import trimesh
 
+from tests.utils.analytic import ellipsoid_view_files
+
 
 def _views(tmp_path, n: int = 3) -> list:
     """Overlapping caps of an ellipsoid centred at (1, 2, 3), each sampled on its own, without normals."""
-    paths = []
-    for i in range(n):
-        rng = np.random.default_rng(i)
-        d = rng.normal(size=(2000, 3))
-        d /= np.linalg.norm(d, axis=1, keepdims=True)
-        d = d[d @ np.eye(3)[i % 3] > -0.3]
-        path = tmp_path / f"view{i}.xyz"
-        np.savetxt(path, d * np.array([0.5, 0.35, 0.25]) + np.array([1.0, 2.0, 3.0]), fmt="%.6f")
-        paths.append(path)
-    return paths
+    return ellipsoid_view_files(tmp_path, n, points=2000, center=(1.0, 2.0, 3.0))
 
 
 def test_fit_with_several_scans_writes_one_mesh_and_reports_the_merge(tmp_path):

@@ -33,3 +33,24 @@ def sphere_points(n: int, radius: float = 0.5, seed: int = 0):
     d = torch.randn(n, 3, generator=g)
     d = d / d.norm(dim=-1, keepdim=True)
     return d * radius, d
+
+
+def ellipsoid_view_files(directory, n: int = 3, *, points: int = 2000, center=(0.0, 0.0, 0.0),
+                         shift_last: float = 0.0) -> list:
+    """`n` overlapping caps of an ellipsoid (semi-axes 0.5, 0.35, 0.25), each sampled on its own and written
+    without normals as `directory/view{i}.xyz`; the last one moved by `shift_last` along every axis (a small
+    misregistration). Returns the paths."""
+    import numpy as np
+
+    paths = []
+    for i in range(n):
+        d = np.random.default_rng(i).normal(size=(points, 3))
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        d = d[d @ np.eye(3)[i % 3] > -0.3]  # (M, 3) a cap seen along axis i
+        pts = d * np.array([0.5, 0.35, 0.25]) + np.asarray(center)
+        if i == n - 1:
+            pts = pts + shift_last
+        path = directory / f"view{i}.xyz"
+        np.savetxt(path, pts, fmt="%.6f")
+        paths.append(path)
+    return paths

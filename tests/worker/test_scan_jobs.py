@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from tests.service_fixtures import cleanup_redis_prefix, finish_job, start_worker, upload, worker_test_settings
+from tests.utils.analytic import ellipsoid_view_files
 
 pytestmark = pytest.mark.slow
 
@@ -20,21 +20,8 @@ SPEC = {"task": "sdf", "method": "kernel", "preset": "fast", "overrides": {"inpu
 
 
 def _views(tmp_path, n: int = 3) -> list:
-    """Overlapping caps of an ellipsoid, each sampled on its own, without normals; the last one shifted a little."""
-    paths = []
-    for i in range(n):
-        rng = np.random.default_rng(i)
-        d = rng.normal(size=(2500, 3))
-        d /= np.linalg.norm(d, axis=1, keepdims=True)
-        axis = np.eye(3)[i % 3]
-        d = d[d @ axis > -0.3]
-        pts = d * np.array([0.5, 0.35, 0.25])
-        if i == n - 1:
-            pts = pts + 0.006  # a misregistration of about a spacing
-        path = tmp_path / f"view{i}.xyz"
-        np.savetxt(path, pts, fmt="%.6f")
-        paths.append(path)
-    return paths
+    """Overlapping caps of an ellipsoid, without normals; the last one shifted by about a spacing."""
+    return ellipsoid_view_files(tmp_path, n, points=2500, shift_last=0.006)
 
 
 def test_a_job_of_several_scans_runs_on_a_real_worker_and_its_retry_keeps_them(tmp_path):
