@@ -43,7 +43,8 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if values else float("nan")
 
 
-def _sphere(path: Path, n: int = 1000) -> Path:
+def sphere_xyz(path: Path, n: int = 1000) -> Path:
+    """An oriented cloud (x y z nx ny nz per line) on a sphere of radius 0.5."""
     rng = np.random.default_rng(0)
     p = rng.normal(size=(n, 3))
     p /= np.linalg.norm(p, axis=1, keepdims=True)
@@ -51,7 +52,8 @@ def _sphere(path: Path, n: int = 1000) -> Path:
     return path
 
 
-def _start_serve(broker: str, data: Path, port: int, log: Path) -> subprocess.Popen:
+def start_serve(broker: str, data: Path, port: int, log: Path) -> subprocess.Popen:
+    """`nfrecon serve` on `port` with `broker` ("fakeredis" or a Redis URL), returned once /v1/ready answers."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
                NFRECON_MAX_QUEUE="10000", NFRECON_MAX_QUEUE_PER_KEY="10000",
                NFRECON_HEARTBEAT_INTERVAL_S="1", NFRECON_PROGRESS_INTERVAL_S="1",
@@ -75,7 +77,7 @@ def _start_serve(broker: str, data: Path, port: int, log: Path) -> subprocess.Po
     raise RuntimeError("nfrecon serve did not become ready")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_serve(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(60)
@@ -119,12 +121,12 @@ def run_one(broker: str, label: str, n_jobs: int, n_pollers: int, poll_seconds: 
     data = work / label / "data"
     data.mkdir(parents=True)
     port = free_port()
-    proc = _start_serve(broker, data, port, work / label / "serve.log")
+    proc = start_serve(broker, data, port, work / label / "serve.log")
     base = f"http://127.0.0.1:{port}/v1"
     try:
         with httpx.Client(base_url=base, timeout=60) as c:
             uid = c.post("/uploads", params={"filename": "ball.xyz"},
-                         content=_sphere(work / "ball.xyz").read_bytes()).json()["id"]
+                         content=sphere_xyz(work / "ball.xyz").read_bytes()).json()["id"]
             spec = {"method": "sdf", "preset": "fast", "inputs": [uid], "options": TINY}
             # One warm-up job: the worker is connected and the OS has torch in its page cache.
             warm = c.post("/jobs", json=spec).json()["id"]
@@ -161,7 +163,7 @@ def run_one(broker: str, label: str, n_jobs: int, n_pollers: int, poll_seconds: 
                                    "throughput_rps": len(poll_times) / poll_seconds, "errors": poll_errors},
         }
     finally:
-        _stop(proc)
+        stop_serve(proc)
 
 
 def _redis_ok(url: str) -> bool:

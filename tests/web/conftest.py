@@ -1,15 +1,13 @@
 """Fixtures for the web page tests: a real `nfrecon serve` and headless Chromium driven by Playwright.
 
-The browser is Debian's `chromium` package (`apt-get install -y chromium`; `.ci/run` installs it), driven
-through Playwright's `executable_path`: Playwright's own browser download is never used. Where no
-Chromium can be launched the tests skip saying why, except with NFRECON_REQUIRE_BROWSER=1 (CI), where
-they fail. WebGL runs on SwiftShader (software), which headless Chromium needs on machines without a GPU.
+The browser and its flags come from `bench.browser` (Debian's `chromium`, which `.ci/run` installs). Where
+no Chromium can be launched the tests skip saying why, except with NFRECON_REQUIRE_BROWSER=1 (CI), where
+they fail.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,25 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.browser import CHROMIUM_ARGS, VIEWPORT, chromium_path
 from nfrecon.serve import free_port
 from tests.service_fixtures import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
 AXE_JS = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
-    "--use-angle=swiftshader",  # WebGL without a GPU
-    "--enable-unsafe-swiftshader",
-]
-
-
-def _chromium_path() -> str | None:
-    for candidate in (os.environ.get("NFRECON_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                      shutil.which("chromium-browser")):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
 
 
 def _unavailable(reason: str):
@@ -54,7 +40,7 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         _unavailable("the web page tests need Playwright for Python: pip install -e '.[test]'")
-    path = _chromium_path()
+    path = chromium_path()
     if path is None:
         _unavailable("no Chromium found (apt-get install -y chromium, or set NFRECON_CHROMIUM)")
     with sync_playwright() as pw:
@@ -139,7 +125,7 @@ class Console:
 @pytest.fixture
 def page(browser):
     """A fresh browser context and page (no cache, no storage); fails the test on console errors."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     pg = context.new_page()
     console = Console()
     pg.on("console", lambda m: m.type == "error" and console.errors.append(f"console: {m.text}"))
