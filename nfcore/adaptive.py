@@ -25,8 +25,11 @@ shared sparse-noisy clouds). The preset's own value bounds each choice: a tier i
   noisy positions, shape the surface (dense bunny, 1M-sample Chamfer-L1: 0.000809 against 0.000817).
 - sdf.normal_weight: normals estimated from the points (the file had none) are only as good as the
   neighbourhoods they come from (median error against the true normals of the shared 10k noisy
-  clouds: 7.7 degrees on spot, 10.8 on the bunny, 17.6 on the armadillo), so the normal term keeps
-  `ESTIMATED_NORMAL_FACTOR` of the preset's weight, clean or noisy; given normals keep the preset's weight.
+  clouds: 7.7 degrees on spot, 10.8 on the bunny, 17.6 on the armadillo), so on noisy clouds the normal
+  term keeps `ESTIMATED_NORMAL_FACTOR` of the preset's weight. Clean clouds keep the full weight: their
+  surface weight is already raised (`CLEAN_SURFACE_WEIGHT`), and lowering the normal weight as well let the
+  positions outweigh the normals 100 to 1, which fails where "clean" points lie in layers (overlapping
+  scans). Given normals keep the preset's weight.
 - precondition.end: clean clouds (r below `CLEAN_RATIO`) switch the preconditioning noise off after
   `CLEAN_END` of training (but never before `CLEAN_MIN_NOISY_STEPS` steps), so the field fits the exact
   positions for the rest; noisy ones
@@ -65,14 +68,18 @@ steps set the coarse shape (the topology); a 300-step `fast` fit of an unoriente
 noise 0.12 spacings) with the noise off after 45 steps came out with the wrong genus (Chamfer-L1 0.035),
 with 150 steps 0.0026; 1000 steps x 0.15 = 150 steps gave 0.0026 too."""
 ESTIMATED_NORMAL_FACTOR = 0.3
-"""Estimated normals of a clean cloud: the normal term's weight as a fraction of the preset's. First chosen for
-all estimated normals on the four closed shared 10k noisy clouds read without their normals (Chamfer-L1,
-weight 100 -> 30): `fast` bunny -3.3%, spot +0.3%, armadillo -5.8%, rocker arm -4.5%; `balanced` (the
-default) bunny -3.8% (0.004126 -> 0.003968), spot -1.2%, armadillo -3.4%, rocker arm -3.9%. On clean clouds (stress cells,
-10k points, no noise, `balanced`) weight 10 / 30 / 100: spot 0.002256 / 0.002252 / 0.002262, armadillo
-0.002796 / 0.002379 / 0.002447: clean estimated normals are good, and a lower weight loses detail.
+"""Estimated normals of a noisy cloud (noise ratio at least `CLEAN_RATIO`): the normal term's weight as a
+fraction of the preset's. Chosen on the four closed shared 10k noisy clouds read without their normals
+(Chamfer-L1, weight 100 -> 30): `fast` bunny -3.3%, spot +0.3%, armadillo -5.8%, rocker arm -4.5%;
+`balanced` (the default) bunny -3.8% (0.004126 -> 0.003968), spot -1.2%, armadillo -3.4%, rocker arm -3.9%.
 
-Noisy clouds keep the same factor. A lower one (0.1) helped 5 of 6 noisy stress cells on the shared shapes
+Clean clouds do not get it. On clean stress cells (10k points, no noise, `balanced`) weight 10 / 30 / 100
+gave spot 0.002256 / 0.002252 / 0.002262 and armadillo 0.002796 / 0.002379 / 0.002447 (30 slightly
+better), but on overlapping range scans merged into one cloud (`bench.multiview`, bunny all round, 8
+registered views, noise 0.16 spacings: "clean"), `fast` with weight 30 and the clean surface weight 3000
+scored 0.01508 against Poisson's 0.00317; weight 100 scored 0.00316.
+
+A lower factor (0.1) on noisy clouds helped 5 of 6 noisy stress cells on the shared shapes
 (weight 30 -> 10, Chamfer-L1: 10k points bunny 0.003957 -> 0.003932, armadillo 0.003930 -> 0.003796, rocker
 arm 0.002878 -> 0.002825, spot 0.003136 -> 0.003235; 100k spot 0.002883 -> 0.002756, armadillo 0.003139 ->
 0.003058), and 0.05 helped none of them (bunny 0.004066, armadillo 0.003814), but on a shape they were not
@@ -137,12 +144,18 @@ def adapt_config(config: MethodConfig, analysis: CloudAnalysis, scale: float) ->
         elif path == "sdf.normal_weight":
             preset = config.sdf.normal_weight
             estimated = not analysis.has_normals
-            value = preset * ESTIMATED_NORMAL_FACTOR if estimated else preset
+            value = preset * ESTIMATED_NORMAL_FACTOR if estimated and not clean else preset
             patch.setdefault("sdf", {})["normal_weight"] = value
-            chosen[path] = {"value": value, "preset": preset,
-                            "reason": (f"normals estimated from the points: {ESTIMATED_NORMAL_FACTOR:g} of the preset's "
-                                       "weight (their errors would otherwise shape the surface)") if estimated else
-                                      "normals given with the cloud: the preset's weight"}
+            if not estimated:
+                reason = "normals given with the cloud: the preset's weight"
+            elif clean:
+                reason = (f"normals estimated from the points of a clean cloud (noise {ratio:.2f} spacings): the "
+                          "preset's weight, against the raised surface weight")
+            else:
+                reason = (f"normals estimated from the points of a noisy cloud (noise {ratio:.2f} spacings): "
+                          f"{ESTIMATED_NORMAL_FACTOR:g} of the preset's weight (their errors would otherwise shape "
+                          "the surface)")
+            chosen[path] = {"value": value, "preset": preset, "reason": reason}
         elif path == "precondition.end":
             preset = config.precondition.end
             floor = min(1.0, CLEAN_MIN_NOISY_STEPS / max(config.train.steps, 1))

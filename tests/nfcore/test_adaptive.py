@@ -56,7 +56,7 @@ def test_a_dense_clean_cloud_gets_finer_extraction_and_a_clean_schedule_than_a_s
 
 
 
-def test_estimated_normals_weigh_less_than_given_ones_on_clean_and_noisy_clouds():
+def test_estimated_normals_weigh_less_than_given_ones_on_noisy_clouds_only():
     config = _config()
     clean, noisy = _sphere(3000, 0.0), _sphere(3000, 0.02)
     given, given_record = adapt_config(config, analyze_cloud(noisy, np.ones_like(noisy)), scale=1.0)
@@ -64,10 +64,13 @@ def test_estimated_normals_weigh_less_than_given_ones_on_clean_and_noisy_clouds(
     estimated_noisy, noisy_record = adapt_config(config, analyze_cloud(noisy), scale=1.0)
     assert clean_record["analysis"]["noise_ratio"] < CLEAN_RATIO <= noisy_record["analysis"]["noise_ratio"]
     assert given.sdf.normal_weight == config.sdf.normal_weight
-    for estimated, record in ((estimated_clean, clean_record), (estimated_noisy, noisy_record)):
-        assert estimated.sdf.normal_weight == pytest.approx(config.sdf.normal_weight * ESTIMATED_NORMAL_FACTOR)
-        assert estimated.sdf.normal_weight < given.sdf.normal_weight
-        assert "estimated" in record["chosen"]["sdf.normal_weight"]["reason"]
+    assert estimated_noisy.sdf.normal_weight == pytest.approx(config.sdf.normal_weight * ESTIMATED_NORMAL_FACTOR)
+    assert estimated_noisy.sdf.normal_weight < given.sdf.normal_weight
+    # a clean cloud's surface weight is raised: its estimated normals keep their full weight against it
+    assert estimated_clean.sdf.surface_weight > config.sdf.surface_weight
+    assert estimated_clean.sdf.normal_weight == config.sdf.normal_weight
+    assert "estimated" in clean_record["chosen"]["sdf.normal_weight"]["reason"]
+    assert "noisy" in noisy_record["chosen"]["sdf.normal_weight"]["reason"]
     assert "given" in given_record["chosen"]["sdf.normal_weight"]["reason"]
 
 
@@ -75,14 +78,17 @@ def test_the_task_trains_with_the_adapted_loss_weights(tmp_path):
     # The weights the data chose must reach the loss, not only the record (they once did not).
     from nfcore.tasks.sdf import SDFTask
 
-    cloud = tmp_path / "sphere.xyz"
-    np.savetxt(cloud, _sphere(3000, 0.0, seed=5))  # clean, without normals: both weights change
     config = _config()
-    task = SDFTask.load(cloud, config, torch.device("cpu"), lambda *a, **k: None)
-    adapted, record = task.adapt(config)
-    assert record["chosen"]["sdf.normal_weight"]["value"] != config.sdf.normal_weight
-    assert record["chosen"]["sdf.surface_weight"]["value"] != config.sdf.surface_weight
-    assert task.cfg == adapted.sdf
+    # without normals: a clean cloud raises the surface weight, a noisy one lowers the normal weight
+    for noise, changed in ((0.0, "sdf.surface_weight"), (0.02, "sdf.normal_weight")):
+        cloud = tmp_path / f"sphere-{noise}.xyz"
+        np.savetxt(cloud, _sphere(3000, noise, seed=5))
+        task = SDFTask.load(cloud, config, torch.device("cpu"), lambda *a, **k: None)
+        adapted, record = task.adapt(config)
+        assert record["chosen"][changed]["value"] != record["chosen"][changed]["preset"]
+        assert task.cfg == adapted.sdf
+        assert task.cfg.surface_weight == record["chosen"]["sdf.surface_weight"]["value"]
+        assert task.cfg.normal_weight == record["chosen"]["sdf.normal_weight"]["value"]
 
 def test_choices_stay_within_the_presets_bounds():
     config = _config()
