@@ -88,7 +88,6 @@ normals with no sign wrong, 7.7 degrees median error) scored 0.00437 at weight 1
 at 100, against 0.00314 for Poisson with the same normals. The small gains do not pay for that risk."""
 
 
-
 def _round_up(value: float, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
 
