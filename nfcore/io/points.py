@@ -528,7 +528,8 @@ def normals_unreliable(flipped_fraction: float, noisy_fraction: float) -> bool:
     """Whether given normals need repair: more flipped or noisy ones than correct normals of noisy scans show.
 
     True normals of the shared sparse-noisy clouds (position noise 0.5% of the diagonal) read up to
-    0.5% flipped and 1.1% noisy (thin parts where the local plane misleads), so repairs start at
+    1.0% flipped (the armadillo's thin parts, where neighbours on both sides vote) and 1.1% noisy (where the
+    local plane misleads), so repairs start at
     `FLIPPED_LIMIT` flipped or `NOISY_LIMIT` noisy: below that, repairing would replace more good
     normals than bad ones.
     """
