@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
-from skimage.measure import marching_cubes
 
 KNOT_TUBE_RADIUS = 0.09
 
@@ -67,14 +66,10 @@ SHAPES: dict[str, Callable[[], Callable[[np.ndarray], np.ndarray]]] = {
 
 
 def mesh_of(g: Callable[[np.ndarray], np.ndarray], resolution: int) -> trimesh.Trimesh:
-    """Marching cubes of g's zero level on [-1, 1]^3, scaled so that the mesh's bounding box fits [-1, 1]."""
-    axis = np.linspace(-1.0, 1.0, resolution)
-    values = np.empty((resolution,) * 3)
-    for i in range(resolution):  # a slab at a time: resolution^3 points at once would take gigabytes
-        grid = np.stack(np.meshgrid(axis[i:i + 1], axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
-        values[i] = g(grid).reshape(resolution, resolution)
-    verts, faces, _, _ = marching_cubes(values, level=0.0, spacing=(axis[1] - axis[0],) * 3)
-    mesh = trimesh.Trimesh(verts - 1.0, faces, process=True)
+    """g's zero level meshed on [-1, 1]^3 (nfcore.meta.families.mesh_of), scaled so that its box fits [-1, 1]."""
+    from nfcore.meta.families import mesh_of as marching_cubes_of
+
+    mesh = marching_cubes_of(g, resolution)
     mesh.apply_scale(1.9 / float(np.max(mesh.extents)))
     mesh.apply_translation(-mesh.bounds.mean(axis=0))
     return mesh

@@ -422,7 +422,8 @@ def normal_reliability(
     n = len(pts)
     pca = pca_normals(pts, neighbors)  # (N, 3) unoriented
     cos = np.sum(given * pca, axis=1)  # (N,)
-    _, idx = _knn(pts, graph_k)  # (N, k)
+    _, near = _knn(pts, max(graph_k, vote_k))  # (N, max k), nearest first: one query serves both uses
+    idx, vote_idx = near[:, :graph_k], near[:, :vote_k]  # (N, graph_k), (N, vote_k)
     # Noisy: far from the local plane AND from the neighbours' given normals (their mean, each taken
     # along the point's own line). Where PCA itself is poor (thin parts of a noisy cloud), good given
     # normals still agree with their neighbours and are kept.
@@ -436,7 +437,6 @@ def normal_reliability(
     # misleads (thin parts, creases: about 7% of the armadillo's) are checked too. After the whole repair,
     # 1.32% of the armadillo's 10%-flipped stress cloud stayed wrong (1.69% with PCA-signed votes), 0.11% of
     # the bunny's (0.43%).
-    _, vote_idx = _knn(pts, vote_k)  # (N, vote_k)
     support = np.einsum("nkd,nd->n", given[vote_idx], given)  # (N,) sum of cosines with the neighbours' normals
     flipped = (support < 0) & ~noisy
     # 2. Flipped patches, whose inside agrees with itself: compare with a consistent orientation of the

@@ -78,10 +78,13 @@ FAMILIES: dict[str, tuple[int, Callable]] = {"superquadrics": (1301, _superquadr
 """name -> (family seed, parameter sampler returning (g, params))."""
 
 
-def _mesh_of(g: Callable[[np.ndarray], np.ndarray], resolution: int) -> trimesh.Trimesh:
+def mesh_of(g: Callable[[np.ndarray], np.ndarray], resolution: int) -> trimesh.Trimesh:
+    """Marching cubes of g's zero level (negative inside) on a resolution^3 grid over [-1, 1]^3."""
     axis = np.linspace(-1.0, 1.0, resolution, dtype=np.float64)
-    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)  # (R^3, 3)
-    values = g(grid).reshape(resolution, resolution, resolution)
+    values = np.empty((resolution,) * 3)
+    for i in range(resolution):  # a slab at a time: the whole grid's points at once take gigabytes at 256^3
+        slab = np.stack(np.meshgrid(axis[i:i + 1], axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+        values[i] = g(slab).reshape(resolution, resolution)
     verts, faces, _, _ = marching_cubes(values, level=0.0, spacing=(axis[1] - axis[0],) * 3)
     # skimage orders the triangles of a "negative inside" volume outward already (positive volume).
     return trimesh.Trimesh(verts - 1.0, faces, process=True)
@@ -95,7 +98,7 @@ def instance(family: str, split: str, index: int, *, resolution: int = 128) -> I
         raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     seed, sampler = FAMILIES[family]
     g, params = sampler(np.random.default_rng([seed, SPLITS[split], index]))
-    return Instance(family, split, index, params, _mesh_of(g, resolution), lambda p: g(np.asarray(p, np.float64)) < 0)
+    return Instance(family, split, index, params, mesh_of(g, resolution), lambda p: g(np.asarray(p, np.float64)) < 0)
 
 
 def family_shapes(family: str, split: str, count: int, *, seed: int = 0, n_points: int = 3000, noise: float = 0.005,
