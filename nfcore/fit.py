@@ -23,6 +23,7 @@ import trimesh
 from nfcore.config import MethodConfig
 from nfcore.device import resolve_device
 from nfcore.errors import InputError
+from nfcore.heap import reuse_freed_memory
 from nfcore.progress import ProgressCallback, Reporter
 from nfcore.tasks import PhaseProgress, task_type
 from nfcore.train import train
@@ -84,6 +85,7 @@ def _resuming(checkpoint_path: str | Path | None) -> bool:
     return checkpoint_path is not None and Path(checkpoint_path).exists()
 
 
+@reuse_freed_memory()
 def fit(
     input_path: str | Path | list[str | Path],
     config: MethodConfig,

@@ -12,6 +12,7 @@ import torch
 
 from nfcore.config import MethodConfig
 from nfcore.errors import FitCanceled
+from nfcore.heap import reuse_freed_memory
 from nfcore.optim import build_optimizer, build_scheduler
 from nfcore.precondition import noise_scale
 from nfcore.progress import Reporter
@@ -49,6 +50,7 @@ def _save_checkpoint(path: Path, field_: torch.nn.Module, optimizer, scheduler, 
     os.replace(tmp, path)  # atomic: a crash mid-save never leaves a truncated checkpoint
 
 
+@reuse_freed_memory()
 def train(
     field_: torch.nn.Module,
     task: Task,

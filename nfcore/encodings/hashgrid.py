@@ -212,8 +212,10 @@ def _corner_rows(x01: torch.Tensor, k: _GridConstants) -> tuple[torch.Tensor, to
     rows = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (C, L, N)
     if k.restore is not None:
         rows = rows.index_select(1, k.restore)
-    rows = rows.permute(1, 2, 0) + k.offsets.view(-1, 1, 1).to(rows.dtype)  # (L, N, C)
-    return rows, t
+    rows += k.offsets.view(1, -1, 1).to(rows.dtype)  # in place: rows is a fresh tensor here
+    # One contiguous copy in the gather's order: a strided (L, N, C) view would be copied again by
+    # every reshape, in the forward's gather and in the backward's scatter.
+    return rows.permute(1, 2, 0).contiguous(), t  # (L, N, C)
 
 
 def _linear_pairs(t: torch.Tensor) -> torch.Tensor:
