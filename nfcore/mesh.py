@@ -121,6 +121,8 @@ class _Level:
             dilate: add one cell of margin around the active cells (the coarsest level).
         """
         self.ci = ci
+        # Kept for the next finer level, which reuses the values of this level's evaluated nodes.
+        self.values, self.evaluated = values, evaluated
         nc = len(ci)
         # The slope bound only grows towards finer levels: finer differences see steeper parts of the
         # field, and a steep field (occupancy logits) must not be judged by the SDF bound.
@@ -187,10 +189,36 @@ def _hierarchy(
     m = parent.membership(pos)
     values = parent.fill_values(m, m, m)  # (P, P, P)
     need = parent.need(m, m, m)
-    idx = np.argwhere(need)  # (k, 3) indices into pos
+    todo = _reuse_parent_values(values, need, pos, pos, pos, parent)
+    idx = np.argwhere(todo)  # (k, 3) indices into pos
     if len(idx):
-        values[need] = evaluate(pos[idx])
+        values[todo] = evaluate(pos[idx])
     return _Level(pos, values, level, step, parent.slope, dilate=False, evaluated=need)
+
+
+def _reuse_parent_values(
+    values: np.ndarray, need: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray, parent: _Level
+) -> np.ndarray:
+    """Copy the parent's values into the needed nodes that the parent evaluated; return the rest of `need`.
+
+    A block of nodes at fine-grid positions px, py, pz (sorted) with (X, Y, Z) `values` and `need`:
+    one node in eight of a finer level is a node of the coarser one, whose value is usually known
+    (not where the parent only filled it with +/- FAR: an active cell may have such corners).
+    """
+    on = [np.isin(p, parent.ci) for p in (px, py, pz)]
+    if not all(o.any() for o in on):
+        return need
+    sel = np.ix_(*on)
+    pidx = np.ix_(*(np.searchsorted(parent.ci, p[o]) for p, o in zip((px, py, pz), on, strict=True)))
+    known = need[sel]  # the needed nodes among those shared with the parent ...
+    if parent.evaluated is not None:
+        known &= parent.evaluated[pidx]  # ... whose value the parent computed
+    block = values[sel]
+    block[known] = parent.values[pidx][known]
+    values[sel] = block
+    todo = need.copy()
+    todo[sel] &= ~known
+    return todo
 
 
 def extract_mesh(
@@ -285,10 +313,11 @@ def extract_mesh(
             mx = (m_fine[0][p0:p1], m_fine[1][p0:p1])
             block = coarse.fill_values(mx, m_fine, m_fine)
             need = coarse.need(mx, m_fine, m_fine)
-            idx = np.argwhere(need)  # (m, 3) local indices
+            todo = _reuse_parent_values(block, need, fine[p0:p1], fine, fine, coarse)
+            idx = np.argwhere(todo)  # (m, 3) local indices
             if len(idx):
                 idx[:, 0] += p0
-                block[need] = evaluate(idx)
+                block[todo] = evaluate(idx)
             vol[p0 - x0 : p1 - x0] = block
         if not (vol.min() <= level <= vol.max()):
             continue
@@ -325,6 +354,7 @@ def project_to_level(
     max_step: float,
     chunk_size: int = 262_144,
     device: str | torch.device = "cpu",
+    gradients: np.ndarray | None = None,
 ) -> np.ndarray:
     """(N, 3) vertices moved onto the zero level by one Newton step along the gradient, at most `max_step`.
 
@@ -332,6 +362,10 @@ def project_to_level(
     about h^2 times the curvature for a voxel of size h; one step x - f(x) grad f / |grad f|^2 takes
     that error to second order, so a 256^3 grid keeps the accuracy of a finer one on curved detail.
     The step is clipped to `max_step` (a voxel) where the gradient is too flat to trust.
+
+    Args:
+        gradients: optional (N, 3) float64 array that receives the gradient at each vertex before
+            its step (it serves as the vertex normal: the step is a small fraction of a voxel).
     """
     out = np.array(vertices, dtype=np.float64, copy=True)
     for start in range(0, len(out), chunk_size):
@@ -339,11 +373,19 @@ def project_to_level(
         f, g = value_and_gradient(x)
         f = f.detach().reshape(-1, 1).double().cpu().numpy()
         g = g.detach().reshape(-1, 3).double().cpu().numpy()
+        if gradients is not None:
+            gradients[start : start + len(g)] = g
         step = -f * g / np.maximum((g * g).sum(axis=1, keepdims=True), 1e-12)  # (M, 3)
         length = np.linalg.norm(step, axis=1, keepdims=True)
         step *= np.minimum(1.0, max_step / np.maximum(length, 1e-300))
         out[start : start + len(step)] += step
     return out
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """(N, 3) rows scaled to unit length; zero rows stay zero."""
+    length = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, length, out=np.zeros_like(vectors), where=length > 0)
 
 
 def field_normals(
@@ -359,8 +401,7 @@ def field_normals(
         x = torch.from_numpy(np.asarray(points[start : start + chunk_size], dtype=np.float32)).to(device)
         g = gradient_fn(x).detach().reshape(-1, 3).double().cpu().numpy()
         out[start : start + len(g)] = g
-    length = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.divide(out, length, out=np.zeros_like(out), where=length > 0)
+    return _unit(out)
 
 
 def largest_component(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
@@ -476,12 +517,14 @@ def extract_field_mesh(
     lap("marching_cubes")
     if cfg.project:
         voxel = 2.0 / (cfg.resolution - 1)
+        # The gradients of the Newton step double as vertex normals: evaluating them again at the
+        # projected vertices, a small fraction of a voxel away, cost as much as the projection.
+        grads = np.zeros((len(mesh.vertices), 3))
         mesh.vertices = project_to_level(value_and_gradient, np.asarray(mesh.vertices), max_step=voxel,
-                                         chunk_size=cfg.chunk_size, device=device)
+                                         chunk_size=cfg.chunk_size, device=device, gradients=grads)
         lap("project")
         if cfg.field_normals:
-            mesh.vertex_normals = field_normals(gradient, np.asarray(mesh.vertices), chunk_size=cfg.chunk_size,
-                                                device=device)
+            mesh.vertex_normals = _unit(grads)
             lap("normals")
     if cfg.largest_component:
         mesh = largest_component(mesh)

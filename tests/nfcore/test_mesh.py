@@ -37,10 +37,19 @@ def test_coarse_to_fine_equals_dense_and_evaluates_less(resolution, coarse_step)
 
         return fn
 
+    seen = []
+
+    def recording(x):
+        seen.append(x.numpy().copy())
+        return counting("c2f")(x)
+
     dense = extract_mesh(counting("dense"), resolution=resolution, coarse_to_fine=False)
-    c2f = extract_mesh(counting("c2f"), resolution=resolution, coarse_to_fine=True, coarse_step=coarse_step)
+    c2f = extract_mesh(recording, resolution=resolution, coarse_to_fine=True, coarse_step=coarse_step)
     assert counts["dense"] == resolution**3
     assert counts["c2f"] < 0.4 * counts["dense"]
+    # No node is evaluated twice: a finer level takes the coarser level's values at its nodes.
+    nodes = np.concatenate(seen)
+    assert len(np.unique(nodes, axis=0)) == len(nodes)
     np.testing.assert_array_equal(c2f.faces, dense.faces)
     np.testing.assert_allclose(c2f.vertices, dense.vertices, atol=1e-5)  # float32 values differ by batch
 
