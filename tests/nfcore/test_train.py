@@ -84,3 +84,30 @@ def test_divergence_is_reported():
     cfg, task = _setup(steps=5)
     with pytest.raises(DivergedError, match="step 0"):
         train(Exploding(0.3), task, cfg, device="cpu", generator=torch.Generator())
+
+
+def test_adam_is_fused_and_matches_the_unfused_step():
+    """build_optimizer picks PyTorch's fused Adam on CPU; one step moves the parameters as the default Adam does."""
+    from nfcore.config import AdamConfig
+    from nfcore.optim import build_optimizer
+
+    def make():
+        torch.manual_seed(0)
+        field = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Softplus(), torch.nn.Linear(8, 1))
+        field.table_parameters = lambda: []
+        field.network_parameters = field.parameters
+        return field
+
+    fused_field, plain_field = make(), make()
+    cfg = AdamConfig(lr=1e-2)
+    fused = build_optimizer(fused_field, cfg)
+    assert all(group["fused"] for group in fused.param_groups)
+    plain = torch.optim.Adam(plain_field.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(1))
+    for field, opt in ((fused_field, fused), (plain_field, plain)):
+        for _ in range(3):
+            opt.zero_grad()
+            field(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(fused_field.parameters(), plain_field.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
