@@ -24,7 +24,10 @@ import threading
 # mallopt parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_KEEP = 1 << 30  # bytes: blocks below this come from the heap; the heap top is trimmed beyond it
+# Blocks below this come from the heap: glibc's largest accepted mmap threshold (HEAP_MAX_SIZE / 2,
+# 32 MiB on 64-bit; mallopt refuses more). A training step's temporaries are a few MiB each.
+_KEEP_MMAP = 4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long)
+_KEEP_TRIM = 1 << 30  # bytes of free heap top kept before trimming (no such limit)
 _DEFAULT = 128 * 1024  # glibc's start values of both thresholds
 
 _lock = threading.Lock()
@@ -57,8 +60,8 @@ def reuse_freed_memory():
     mallopt, malloc_trim = _FUNCS
     with _lock:
         if _depth == 0:
-            mallopt(_M_MMAP_THRESHOLD, _KEEP)
-            mallopt(_M_TRIM_THRESHOLD, _KEEP)
+            mallopt(_M_MMAP_THRESHOLD, _KEEP_MMAP)
+            mallopt(_M_TRIM_THRESHOLD, _KEEP_TRIM)
         _depth += 1
     try:
         yield

@@ -17,10 +17,10 @@ import json, resource, torch
 from nfcore import heap
 
 def faults(n=8):
-    # Minor page faults while allocating, touching and freeing a 64 MB tensor n times.
+    # Minor page faults while allocating, touching and freeing a 16 MB tensor n times.
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(n):
-        t = torch.ones(16 << 20)
+        t = torch.ones(4 << 20)
         del t
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
@@ -40,13 +40,10 @@ def test_big_temporaries_reuse_their_pages_inside_the_block_only():
     out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, timeout=120, check=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["active"] and not r["active_after"]
-    if r["outside"] < 8 * 10_000:
-        # Seen late in CI's test run (outside 31,234, after 32,767): this process's freed blocks were
-        # already being reused, so the block has nothing to show there.
-        pytest.skip(f"fresh 64 MB blocks do not fault here outside the block either: {r}")
-    # 64 MB is 16,384 pages: outside, each allocation is a fresh mmap; inside, the heap keeps them.
-    assert r["inside"] < r["outside"] / 4, r  # at most about one fault-in in all, not one per tensor
-    assert r["after"] > 8 * 10_000, r  # the defaults are back after the block
+    # 16 MB is 4,096 pages. Outside, glibc's dynamic thresholds fault some of them in again (3-4 of the
+    # 8 blocks here); inside, the heap keeps them all; after, the restored thresholds mmap every block.
+    assert r["inside"] < 1_000 and r["inside"] * 4 < r["outside"], r
+    assert r["after"] > 8 * 3_000, r
 
 
 def test_nested_blocks_keep_the_setting_until_the_outermost_ends():
