@@ -7,7 +7,7 @@ about 14,000 page faults a step for the balanced SDF preset. Raising malloc's mm
 thresholds for the length of the fit lets those blocks be reused. Measured on 2 CPU cores, the
 balanced preset's step went from 52-60 ms to 47 ms (the same thresholds set through glibc's
 environment variables; page faults over 70 steps 994k -> 103k) and the sparse bunny's whole fit from
-80 s to 57 s with this module (the fast preset's from 33 s to 21 s).
+80 s to 57 s with this module (one run each; the fast preset's took 21 s after it).
 
 PyTorch has no public switch for its CPU allocator, and a preloaded allocator (jemalloc, tcmalloc)
 is a system package, which the README's set-up does not add; `mallopt` is glibc's own interface.
