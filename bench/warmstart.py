@@ -27,11 +27,11 @@ DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "bench" / "results"
 
 
-def _run(shape: str, preset: str, init: str, steps: int, distill_steps: int) -> dict:
+def _run(shape: str, preset: str, init: str, steps: int, distill_steps: int, lr_factor: float) -> dict:
     from nfcore import MethodSpec, resolve
     from nfcore.fit import fit
 
-    overrides = {"train": {"steps": steps}, "init": {"kind": init, "distill_steps": distill_steps}}
+    overrides = {"train": {"steps": steps}, "init": {"kind": init, "distill_steps": distill_steps, "lr_factor": lr_factor}}
     config = resolve(MethodSpec(task="sdf", preset=preset, overrides=overrides), "cpu")
     cloud = DATA / "pointclouds" / f"{shape}_sparse_10k_noisy.ply"
     with tempfile.TemporaryDirectory() as out:
@@ -86,7 +86,8 @@ def _write(runs: list[dict], args) -> None:
         "# Warm start from the kernel solution (`init.kind: kernel`)",
         "",
         f"`python -m bench.warmstart {' '.join(args.argv)}` on 2 shared CPU cores, preset `{args.preset}`, "
-        f"{args.distill_steps} distillation steps, {args.threads} torch thread(s). Each row is one fit with `train.steps` = steps (full schedules).",
+        f"{args.distill_steps} distillation steps, training after them at {args.lr_factor:g} x the learning rates "
+        f"(`init.lr_factor`), {args.threads} torch thread(s). Each row is one fit with `train.steps` = steps (full schedules).",
         "Seconds: kernel solve + distillation + training (extraction and metrics not included).",
         "",
         "| cloud | init | steps | solve s | distill s | train s | total s | Chamfer-L1 | F@0.5% | NC |",
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default-steps", nargs="+", type=int, default=[200, 400, 800])
     parser.add_argument("--kernel-steps", nargs="+", type=int, default=[100, 200, 400])
     parser.add_argument("--distill-steps", type=int, default=300)
+    parser.add_argument("--lr-factor", type=float, default=1.0, help="init.lr_factor of the kernel-init fits")
     parser.add_argument("--inits", nargs="+", default=["kernel", "default"], choices=["kernel", "default"])
     parser.add_argument("--name", default="warmstart", help="results file stem under bench/results/")
     parser.add_argument("--threads", type=int, default=1,
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             if init not in args.inits:
                 continue
             for steps in budgets:
-                run = _run(shape, args.preset, init, steps, args.distill_steps)
+                run = _run(shape, args.preset, init, steps, args.distill_steps, args.lr_factor)
                 runs.append(run)
                 print(json.dumps(run), flush=True)
                 _write(runs, args)

@@ -173,6 +173,7 @@ def fit(
         with phases.run("train", "training", step=0, total_steps=config.train.steps):
             train_generator = torch.Generator(device=device).manual_seed(seed)
             train_span = PHASE_SPANS["train"]
+            train_config = config
             if prior is not None:  # the prior's learned inner steps first, then the usual loop
                 from nfcore.meta.adapt import start_from_prior
 
@@ -180,7 +181,7 @@ def fit(
             elif config.init.kind == "kernel" and not _resuming(checkpoint_path):
                 # The kernel solve distilled into the field (nfcore.warmstart), in the first tenth of
                 # the train span; its own generator leaves the training batches as without it.
-                from nfcore.warmstart import warm_start
+                from nfcore.warmstart import warm_start, warm_started
 
                 lo, hi = train_span
                 mid = lo + 0.1 * (hi - lo)
@@ -192,10 +193,11 @@ def fit(
                 )
                 init_info = warm.stats()
                 train_span = (mid, hi)
+                train_config = warm_started(config)
             training = train(
                 field,
                 task,
-                config,
+                train_config,
                 device=device,
                 generator=train_generator,
                 reporter=reporter,

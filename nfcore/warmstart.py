@@ -10,7 +10,8 @@
 3. The field is regressed on those targets (L1, Adam) for `init.distill_steps` steps. Each step is a
    first-order forward and backward, no gradient of the gradient (unless `init.gradient_weight` asks
    for a gradient term), so a step costs a fraction of a training step.
-The usual training then starts from the distilled field with a fresh optimizer and schedule.
+The usual training then starts from the distilled field with a fresh optimizer and schedule, at the
+optimizer's learning rates times `init.lr_factor` (`warm_started`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class WarmStart:
     distill_seconds: float
     final_l1: float
     """Mean |f - target| over the last step's batch, cube units."""
+    lr_factor: float
+    """The training's learning rates after the warm start, relative to the optimizer's."""
 
     def stats(self) -> dict:
         return {
@@ -49,6 +52,7 @@ class WarmStart:
             "distill_steps": self.distill_steps,
             "distill_seconds": self.distill_seconds,
             "seconds": self.solve_seconds + self.distill_seconds,
+            "lr_factor": self.lr_factor,
             "final_l1": self.final_l1,
             "kernel": {k: v for k, v in self.solution.stats().items() if k != "levels"},
         }
@@ -134,6 +138,14 @@ def distill(
     return l1
 
 
+def warm_started(config: MethodConfig) -> MethodConfig:
+    """`config` for the training that follows a warm start: its learning rates times `config.init.lr_factor`."""
+    opt = config.optimizer
+    factor = config.init.lr_factor
+    grid_lr = None if opt.grid_lr is None else opt.grid_lr * factor
+    return config.model_copy(update={"optimizer": opt.model_copy(update={"lr": opt.lr * factor, "grid_lr": grid_lr})})
+
+
 def warm_start(
     field: torch.nn.Module,
     points: torch.Tensor,
@@ -171,7 +183,8 @@ def warm_start(
     if points.device.type == "cuda":
         torch.cuda.synchronize(points.device)
     return WarmStart(solution=solution, solve_seconds=solve_seconds, distill_steps=steps,
-                     distill_seconds=time.perf_counter() - t1, final_l1=l1)
+                     distill_seconds=time.perf_counter() - t1, final_l1=l1,
+                     lr_factor=config.init.lr_factor)
 
 
-__all__ = ["WarmStart", "warm_start", "distill", "kernel_targets", "sample_pool"]
+__all__ = ["WarmStart", "warm_start", "warm_started", "distill", "kernel_targets", "sample_pool"]

@@ -11,7 +11,8 @@ import torch
 
 from nfcore import MethodSpec, resolve
 from nfcore.fit import fit
-from nfcore.warmstart import warm_start
+from nfcore.train import train
+from nfcore.warmstart import warm_start, warm_started
 
 CENTER = np.array([0.2, -0.1, 0.1], dtype=np.float32)
 RADIUS = 0.45
@@ -76,7 +77,7 @@ def test_fit_with_kernel_init_runs_end_to_end(tmp_path):
     result = fit(tmp_path / "sphere.xyz", config, tmp_path / "out", device="cpu",
                  callback=lambda p: phases.append((p.phase, p.fraction, p.message)))
     init = result.metrics["init"]
-    assert init["kind"] == "kernel" and init["distill_steps"] == 30
+    assert init["kind"] == "kernel" and init["distill_steps"] == 30 and init["lr_factor"] == config.init.lr_factor
     assert init["distill_seconds"] > 0 and init["solve_seconds"] > 0
     assert result.steps == 30
     # The warm start reports inside the train phase, before training's own steps, monotonically.
@@ -87,6 +88,36 @@ def test_fit_with_kernel_init_runs_end_to_end(tmp_path):
     radii = np.linalg.norm(np.asarray(result.mesh.vertices) - CENTER, axis=1)
     assert abs(radii.mean() - RADIUS) < 0.02, radii.mean()
     assert json.loads(result.artifacts["metrics.json"].read_text())["init"]["kind"] == "kernel"
+
+
+def test_warm_started_scales_the_learning_rates_only():
+    config = _config(lr_factor=0.25)
+    after = warm_started(config)
+    assert after.optimizer.lr == pytest.approx(0.25 * config.optimizer.lr)
+    assert after.optimizer.grid_lr == pytest.approx(0.25 * config.optimizer.grid_lr)
+    assert after.model_dump(exclude={"optimizer"}) == config.model_dump(exclude={"optimizer"})
+    shared_rate = _config()
+    shared_rate.optimizer.grid_lr = None  # "the network's rate": stays so
+    assert warm_started(shared_rate).optimizer.grid_lr is None
+
+
+def test_training_at_the_warm_start_rates_keeps_the_distilled_surface():
+    # Adam's first steps move each parameter by about its learning rate whatever the gradient: at the
+    # preset's rates they throw the distilled surface off; at the scaled rates it stays near.
+    points, normals = _off_centre_sphere(3000, seed=5)
+    from nfcore.tasks.sdf import SDFTask
+
+    errors = {}
+    for factor in (1.0, 0.1):
+        config = _config(lr_factor=factor)
+        config.train.steps = 5
+        task = SDFTask(points, normals, config.sdf, batch_size=1024)
+        field = task.build_field(config, torch.device("cpu"), torch.Generator().manual_seed(0))
+        warm_start(field, points, normals, config, generator=torch.Generator().manual_seed(1))
+        train(field, task, warm_started(config), device="cpu", generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            errors[factor] = field.sdf(points).abs().mean().item()
+    assert errors[0.1] < 0.7 * errors[1.0], errors
 
 
 def test_default_init_records_its_kind(tmp_path):
