@@ -498,12 +498,12 @@ class InitConfig(_Model):
     """Adam learning rate of the network during the regression."""
     grid_lr: float = Field(1e-2, gt=0, le=10)
     """Adam learning rate of grid tables during the regression."""
-    lr_factor: float = Field(1.0, gt=0, le=1)
+    lr_factor: float = Field(0.3, gt=0, le=1)
     """The training after the regression runs at the optimizer's learning rates times this factor. Adam's first
     steps move every parameter by about its learning rate whatever the gradient's size, so at the preset's rates
-    they disturb a field that already lies within a voxel of the surface. 0.3 reached the 800-step Chamfer-L1 of
-    the CPU `fast` preset in 400 steps on the sparse bunny and spot, but scored 1-2% worse than 1.0 on the
-    armadillo and rocker arm (bench/results/warmstart_lr03.md), so the default leaves the rates as they are."""
+    they disturb a field that already lies within a voxel of the surface: on the sparse bunny, 500 CPU `balanced`
+    steps after the warm start scored Chamfer-L1 0.003000 at 0.3 against 0.003052 at 1.0. (On the smaller `fast`
+    field 0.3 won on the bunny and spot and lost 1-2% on the armadillo and rocker arm: bench/results/warmstart_lr03.md.)"""
     pool_size: int = Field(262_144, ge=1024, le=50_000_000)
     """Samples drawn (with their targets) once before the regression; batches are drawn from them."""
 
