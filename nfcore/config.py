@@ -485,7 +485,7 @@ class InitConfig(_Model):
     kind: Literal["default", "kernel"] = "default"
     """`default`: the field's own initialisation (the geometric sphere for an MLP); `kernel`: the warm start."""
     distill_steps: int = Field(300, ge=1, le=100_000)
-    """Regression steps on the kernel function's values."""
+    """Regression steps on the kernel function's values; never more than `train.steps`."""
     batch_size: int = Field(8192, ge=16, le=10_000_000)
     """Samples per regression step."""
     near_fraction: float = Field(0.75, ge=0, le=1)

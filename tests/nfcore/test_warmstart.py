@@ -70,8 +70,8 @@ def test_distilled_field_is_the_spheres_sdf_before_training():
 def test_fit_with_kernel_init_runs_end_to_end(tmp_path):
     points, normals = _off_centre_sphere(1500, seed=3)
     np.savetxt(tmp_path / "sphere.xyz", np.hstack([points.numpy(), normals.numpy()]))
-    config = _config(distill_steps=30, pool_size=16384, batch_size=1024)
-    config.train.steps = 30
+    config = _config(distill_steps=60, pool_size=16384, batch_size=1024)
+    config.train.steps = 30  # the distillation is capped at the training's steps
     config.extraction.resolution = 48
     phases = []
     result = fit(tmp_path / "sphere.xyz", config, tmp_path / "out", device="cpu",
@@ -110,10 +110,10 @@ def test_training_at_the_warm_start_rates_keeps_the_distilled_surface():
     errors = {}
     for factor in (1.0, 0.1):
         config = _config(lr_factor=factor)
-        config.train.steps = 5
         task = SDFTask(points, normals, config.sdf, batch_size=1024)
         field = task.build_field(config, torch.device("cpu"), torch.Generator().manual_seed(0))
         warm_start(field, points, normals, config, generator=torch.Generator().manual_seed(1))
+        config.train.steps = 5
         train(field, task, warm_started(config), device="cpu", generator=torch.Generator().manual_seed(2))
         with torch.no_grad():
             errors[factor] = field.sdf(points).abs().mean().item()
