@@ -194,6 +194,9 @@ def fit(
                 init_info = warm.stats()
                 train_span = (mid, hi)
                 train_config = warm_started(config)
+                # Training proper starts now: say so (with its step count) as the phase's start did, since a
+                # short training after the warm start may otherwise report no step before it ends.
+                reporter.report("train", mid, force=True, message="training", step=0, total_steps=config.train.steps)
             training = train(
                 field,
                 task,
