@@ -248,6 +248,12 @@ class RetryRequest(BaseModel):
     overrides: dict[str, Any] | None = Field(None, description="Replace the original overrides (default: keep them).")
 
 
+class CurvePoint(BaseModel):
+    step: int
+    loss: dict[str, float | None] = Field(default_factory=dict)
+    noise_scale: float | None = None
+
+
 class JobProgress(BaseModel):
     phase: str | None = Field(None, examples=["train"])
     fraction: float = Field(0.0, ge=0, le=1, examples=[0.42])
@@ -258,6 +264,8 @@ class JobProgress(BaseModel):
     eta_seconds: float | None = None
     elapsed_seconds: float | None = None
     message: str | None = None
+    curve: list[CurvePoint] = Field(default_factory=list, description="The training's loss terms and noise scale "
+                                    "so far, thinned to at most 200 points: what the job page plots.")
 
 
 class JobError(BaseModel):

@@ -24,6 +24,10 @@ class Progress:
     noise_scale: float | None = None
     eta_seconds: float | None = None
     message: str = ""
+    # The training so far, thinned to at most CURVE_POINTS: [{"step", "loss", "noise_scale"}, ...]. A
+    # service keeps only the latest report, so a page that opens late (or polls slower than a short
+    # training reports) still draws the whole curve from it.
+    curve: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +76,33 @@ ETA_MIN_RATE_SAMPLES = 3
 (allocation, caches, a GPU's kernel compilation), and an ETA from them overshoots by far."""
 ETA_SMOOTHING = 0.3
 """Weight of the newest rate in its exponential moving average."""
+CURVE_POINTS = 200
+"""Most points of the loss curve that a report carries (a few hundred draw fast and stay small as JSON)."""
+
+
+class _Curve:
+    """The loss curve thinned evenly: every `stride`-th point plus the latest, the stride doubling
+    whenever more than CURVE_POINTS are kept (so old and new parts stay equally dense)."""
+
+    def __init__(self):
+        self._kept: list[dict] = []
+        self._stride = 1
+        self._count = 0
+        self._latest: dict | None = None
+
+    def add(self, point: dict) -> None:
+        if self._count % self._stride == 0:
+            self._kept.append(point)
+            if len(self._kept) > CURVE_POINTS:
+                self._kept = self._kept[::2]
+                self._stride *= 2
+        self._count += 1
+        self._latest = point
+
+    def points(self) -> list[dict]:
+        if self._latest is None or (self._kept and self._kept[-1] is self._latest):
+            return list(self._kept)
+        return [*self._kept, self._latest]
 
 
 class Reporter:
@@ -97,6 +128,7 @@ class Reporter:
         self._rate_time = 0.0
         self._rate: float | None = None
         self._rate_samples = 0
+        self._curve = _Curve()
 
     def _eta(self, phase: str, step: int, total: int, now: float) -> float | None:
         if phase != self._rate_phase or step < self._rate_step:
@@ -131,6 +163,10 @@ class Reporter:
         self._fraction = max(self._fraction, min(1.0, float(fraction)))
         if fields.get("step") is not None and fields.get("total_steps"):
             fields["eta_seconds"] = self._eta(phase, int(fields["step"]), int(fields["total_steps"]), now)
-        progress = Progress(phase=phase, fraction=self._fraction, elapsed_seconds=now - self.t0, **fields)
+        if fields.get("step") is not None and fields.get("loss"):
+            self._curve.add({"step": int(fields["step"]), "loss": dict(fields["loss"]),
+                             "noise_scale": fields.get("noise_scale")})
+        progress = Progress(phase=phase, fraction=self._fraction, elapsed_seconds=now - self.t0,
+                            curve=self._curve.points(), **fields)
         if self.callback(progress) is False:
             raise FitCanceled(f"canceled during {phase}")

@@ -358,8 +358,12 @@ def list_jobs(services: Services, owner: str, *, status: str | None, task: str |
     rows = services.store.list_jobs(owner, statuses=statuses, task=task, limit=page_size + 1, before=before)
     more = len(rows) > page_size
     rows = rows[:page_size]
-    return {"items": [job_public(services, j, full=full) for j in rows],
-            "next_page_token": encode_token(rows[-1]) if more else None}
+    items = [job_public(services, j, full=full) for j in rows]
+    if not full:  # a short listing leaves out each job's loss curve (up to 200 points)
+        for item in items:
+            if item["progress"]:
+                item["progress"] = {k: v for k, v in item["progress"].items() if k != "curve"}
+    return {"items": items, "next_page_token": encode_token(rows[-1]) if more else None}
 
 
 def cancel_job(services: Services, owner: str, job_id: str) -> tuple[Job, int]:

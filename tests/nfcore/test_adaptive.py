@@ -43,7 +43,9 @@ def test_a_dense_clean_cloud_gets_finer_extraction_and_a_clean_schedule_than_a_s
     sparse, sparse_record = adapt_config(config, analyze_cloud(_sphere(3_000, 0.02)), scale=1.0)
     assert dense.extraction.resolution > sparse.extraction.resolution
     assert dense.encoding.finest_resolution >= sparse.encoding.finest_resolution == config.encoding.finest_resolution
-    assert dense.precondition.end == pytest.approx(min(config.precondition.end, CLEAN_END))
+    # Off after CLEAN_END of training, but never before CLEAN_MIN_NOISY_STEPS steps.
+    floor = CLEAN_MIN_NOISY_STEPS / config.train.steps
+    assert dense.precondition.end == pytest.approx(min(config.precondition.end, max(CLEAN_END, floor)))
     # A short fit keeps the noise for CLEAN_MIN_NOISY_STEPS steps (the coarse shape needs them).
     short = _config(train={"steps": 2 * CLEAN_MIN_NOISY_STEPS})
     assert adapt_config(short, analyze_cloud(_sphere(100_000, 0.0)), scale=0.5)[0].precondition.end == pytest.approx(0.5)

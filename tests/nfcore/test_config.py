@@ -42,8 +42,22 @@ def test_every_preset_validates(task, preset, device):
 
 
 def test_presets_grow_in_cost():
-    steps = [resolve(MethodSpec(task="sdf", preset=p), "cpu").train.steps for p in PRESETS]
-    assert steps == sorted(steps) and len(set(steps)) == 3
+    # On the CPU a finer, larger field per tier (`balanced` runs fewer steps than `fast`: it starts from the
+    # kernel warm start); on CUDA more samples.
+    cpu = [resolve(MethodSpec(task="sdf", preset=p), "cpu") for p in PRESETS]
+    tables = [c.encoding.log2_hashmap_size for c in cpu]
+    assert tables == sorted(tables) and len(set(tables)) == 3
+    assert [c.encoding.finest_resolution for c in cpu] == sorted(c.encoding.finest_resolution for c in cpu)
+    cuda = [resolve(MethodSpec(task="sdf", preset=p), "cuda").train for p in PRESETS]
+    samples = [t.steps * t.batch_size for t in cuda]
+    assert samples == sorted(samples) and samples[2] > samples[0]
+
+
+def test_cpu_default_preset_is_warm_started_from_the_kernel_solve():
+    config = resolve(MethodSpec(task="sdf"), "cpu")
+    assert config.init.kind == "kernel" and config.kernel.max_depth <= 8
+    assert resolve(MethodSpec(task="sdf", preset="fast"), "cpu").init.kind == "default"
+    assert resolve(MethodSpec(task="sdf", overrides={"init": {"kind": "default"}}), "cpu").init.kind == "default"
 
 
 def test_overrides_merge_and_union_replacement():

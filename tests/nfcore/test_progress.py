@@ -52,3 +52,22 @@ def test_eta_restarts_with_a_new_phase(monkeypatch):
     clock["t"] += 1.0
     reporter.report("extract", 0.9, step=1, total_steps=10)
     assert seen[-1].eta_seconds is None
+
+
+def test_every_report_carries_the_training_curve_so_far_thinned():
+    seen: list[Progress] = []
+    reporter = Reporter(seen.append, interval_s=0)
+    reporter.report("train", 0.1, step=0, total_steps=1000, message="training")  # no loss: not a curve point
+    for step in range(1, 1001):
+        reporter.report("train", 0.1 + step / 2000, step=step, total_steps=1000,
+                        loss={"surface": 1.0 / step}, noise_scale=0.02 / step)
+    reporter.report("extract", 0.7, message="marching cubes")
+    curve = seen[-1].curve
+    assert seen[0].curve == []
+    assert 100 <= len(curve) <= progress_mod.CURVE_POINTS + 1  # the kept points and the latest
+    steps = [c["step"] for c in curve]
+    # thinned evenly over the whole training, the first and the last step kept
+    assert steps[-1] == 1000 and steps[0] <= 10 and steps == sorted(steps)
+    assert max(b - a for a, b in zip(steps, steps[1:], strict=False)) <= 2 * (1000 // len(steps)) + 2
+    assert curve[-1] == {"step": 1000, "loss": {"surface": 1.0 / 1000}, "noise_scale": 0.02 / 1000}
+    assert seen[-1].phase == "extract" and seen[-1].step is None

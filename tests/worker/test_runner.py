@@ -19,6 +19,12 @@ def test_run_job_succeeds_publishes_and_serves_artifacts(client, services, ctx, 
     job = client.get(f"/v1/jobs/{jid}").json()
     assert job["status"] == "succeeded" and job["attempt"] == 1 and job["stage"] == "done"
     assert job["progress"]["fraction"] == 1.0
+    # The finished job keeps its training curve (what the page plots), up to the last step; a short
+    # listing leaves it out.
+    curve = job["progress"]["curve"]
+    assert curve and curve[-1]["step"] == 30 and {"surface", "eikonal"} <= set(curve[-1]["loss"])
+    listed = next(j for j in client.get("/v1/jobs").json()["items"] if j["id"] == jid)
+    assert listed["progress"]["fraction"] == 1.0 and not listed["progress"]["curve"]
     assert job["metrics"]["device"] == "cpu" and job["metrics"]["steps"] == 30 and job["metrics"]["run_seconds"] > 0
     assert job["expires_at"] is not None
     # A redelivered message for a finished job does nothing.

@@ -445,8 +445,7 @@ async function jobView(id) {
   let resultShown = false;
 
   const drawPlots = () => {
-    // The API keeps only the latest progress: the curves are what this page saw of the event stream.
-    const empty = job && TERMINAL.includes(job.status) ? "curves are drawn while the page watches a running job" : "no data yet";
+    const empty = job && TERMINAL.includes(job.status) ? "this job reported no training curve" : "no data yet";
     linePlot(lossPlot, series.loss, { title: "Loss terms", log: true, empty });
     linePlot(noisePlot, series.noise, { title: "Preconditioning noise scale", empty });
   };
@@ -487,8 +486,16 @@ async function jobView(id) {
     const p = j.progress;
     if (p && p.step !== null && p.step !== undefined && j.status === "running") {
       window.nfrecon.progressLatencies.push(Date.now() - Date.parse(j.updated_at));
-      for (const [k, v] of Object.entries(p.loss || {})) if (typeof v === "number") (series.loss[k] ??= []).push([p.step, v]);
-      if (typeof p.noise_scale === "number") series.noise["noise scale"].push([p.step, p.noise_scale]);
+    }
+    if (p && Array.isArray(p.curve) && p.curve.length) {
+      // Each report carries the whole (thinned) curve: redraw from it, so that a page opened late, or a
+      // training shorter than the stream's poll, still shows every point the worker reported.
+      series.loss = {};
+      series.noise = { "noise scale": [] };
+      for (const c of p.curve) {
+        for (const [k, v] of Object.entries(c.loss || {})) if (typeof v === "number") (series.loss[k] ??= []).push([c.step, v]);
+        if (typeof c.noise_scale === "number") series.noise["noise scale"].push([c.step, c.noise_scale]);
+      }
       drawPlots();
     }
     renderHead();
