@@ -180,6 +180,12 @@ def test_upload_job_progress_result_and_downloads(page, served, tmp_path):
     assert run_axe(page) == []
     save_screenshot(page, "jobs-list")
 
+    # opened again after it ended, the job still shows its training curve (kept in its progress record)
+    row.locator("a").first.click()
+    page.wait_for_url(f"**/ui/#/jobs/{job_id}")
+    page.wait_for_function("document.querySelectorAll('#loss-plot path').length >= 2")
+    assert "no training curve" not in page.locator("#loss-plot").inner_text()
+
 
 def test_drag_and_drop_upload(page, served, tmp_path):
     data = sphere_xyz(tmp_path / "dropped.xyz", n=500).read_text()
